@@ -1,0 +1,184 @@
+package kairos
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Selfie is one image to verify. Verify streams Body; it never reads more than Size bytes
+// plus one (to detect a body longer than announced) and never holds the image in memory.
+type Selfie struct {
+	// Name is the object's name; only its base name (after the last '/') is sent, as the
+	// file name of the multipart part, with control characters replaced by '_'.
+	// Default "selfie".
+	Name string
+	// ContentType is the image's real media type (image/jpeg, image/png). Default
+	// application/octet-stream.
+	ContentType string
+	// Size is the exact number of bytes Body yields. Required (>= 0): it fixes the
+	// request's Content-Length.
+	Size int64
+	// Body yields the image. Verify does not close it.
+	Body io.Reader
+}
+
+// fileName returns the base name sent as the part's filename.
+func (s Selfie) fileName() string {
+	name := s.Name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	if name == "" || name == "." || name == ".." {
+		return "selfie"
+	}
+	if !validHeaderValue(name) {
+		name = strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return '_'
+			}
+			return r
+		}, name)
+	}
+	return name
+}
+
+func (s Selfie) contentType() string {
+	if s.ContentType == "" {
+		return "application/octet-stream"
+	}
+	return s.ContentType
+}
+
+// validate reports why s cannot be sent, wrapping ErrInvalidSelfie.
+func (s Selfie) validate() error {
+	switch {
+	case s.Body == nil:
+		return fmt.Errorf("%w: Body is nil", ErrInvalidSelfie)
+	case s.Size < 0:
+		return fmt.Errorf("%w: Size %d is negative", ErrInvalidSelfie, s.Size)
+	case !validHeaderValue(s.ContentType) || strings.ContainsAny(s.ContentType, "\t"):
+		return fmt.Errorf("%w: content type has control characters", ErrInvalidSelfie)
+	}
+	return nil
+}
+
+// quoteEscaper escapes a multipart parameter value the way mime/multipart does: \ and "
+// with a backslash, CR and LF percent-encoded.
+var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"", "\r", "%0D", "\n", "%0A")
+
+// multipartBody streams a multipart/form-data body with two parts, "threshold" then
+// "selfie", around the selfie's reader: head, then exactly size image bytes, then tail.
+// Its length is known before the first byte is read (Len). It records the first selfie
+// read error so that Verify can tell it from a transport failure.
+type multipartBody struct {
+	head   []byte
+	img    io.Reader
+	left   int64 // image bytes still to read
+	probed bool  // the extra-byte check after the image was done
+	tail   string
+	size   int64 // total length
+
+	mu  sync.Mutex
+	err error // first selfie read error, wraps ErrSelfieRead
+}
+
+// newMultipartBody frames s with the given boundary and threshold; tail must be
+// closingDelimiter(boundary). The framing matches what mime/multipart.Writer produces for
+// the same two fields.
+func newMultipartBody(boundary, tail string, s Selfie, threshold float64) *multipartBody {
+	name := quoteEscaper.Replace(s.fileName())
+	ct := s.contentType()
+	h := make([]byte, 0, 2*len(boundary)+len(name)+len(ct)+150)
+	h = append(h, "--"...)
+	h = append(h, boundary...)
+	h = append(h, "\r\nContent-Disposition: form-data; name=\"threshold\"\r\n\r\n"...)
+	h = strconv.AppendFloat(h, threshold, 'f', -1, 64)
+	h = append(h, "\r\n--"...)
+	h = append(h, boundary...)
+	h = append(h, "\r\nContent-Disposition: form-data; name=\"selfie\"; filename=\""...)
+	h = append(h, name...)
+	h = append(h, "\"\r\nContent-Type: "...)
+	h = append(h, ct...)
+	h = append(h, "\r\n\r\n"...)
+	return &multipartBody{
+		head: h,
+		img:  s.Body,
+		left: s.Size,
+		tail: tail,
+		size: int64(len(h)) + s.Size + int64(len(tail)),
+	}
+}
+
+// Len is the exact number of bytes Read yields in all.
+func (b *multipartBody) Len() int64 { return b.size }
+
+// Read implements io.Reader.
+func (b *multipartBody) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	if b.left > 0 {
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+		n, err := b.img.Read(p)
+		b.left -= int64(n)
+		switch {
+		case err == io.EOF && b.left > 0:
+			return n, b.fail(fmt.Errorf("%w: %d bytes short of Selfie.Size: %w", ErrSelfieRead, b.left, io.ErrUnexpectedEOF))
+		case err != nil && err != io.EOF:
+			return n, b.fail(fmt.Errorf("%w: %w", ErrSelfieRead, err))
+		}
+		return n, nil
+	}
+	if !b.probed {
+		b.probed = true
+		var one [1]byte
+		n, err := io.ReadFull(b.img, one[:])
+		if n > 0 {
+			return 0, b.fail(fmt.Errorf("%w: longer than Selfie.Size", ErrSelfieRead))
+		}
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return 0, b.fail(fmt.Errorf("%w: %w", ErrSelfieRead, err))
+		}
+	}
+	if len(b.tail) > 0 {
+		n := copy(p, b.tail)
+		b.tail = b.tail[n:]
+		return n, nil
+	}
+	return 0, io.EOF
+}
+
+// Close implements io.Closer for the transport; the selfie's reader is the caller's.
+func (b *multipartBody) Close() error { return nil }
+
+func (b *multipartBody) fail(err error) error {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.mu.Unlock()
+	return err
+}
+
+// readErr returns the first selfie read error, or nil.
+func (b *multipartBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// closingDelimiter returns the framing after the image: the end of the selfie part and
+// the final boundary.
+func closingDelimiter(boundary string) string {
+	return "\r\n--" + boundary + "--\r\n"
+}

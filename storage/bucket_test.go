@@ -1,0 +1,106 @@
+package storage_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/stretchr/testify/require"
+
+	"github.com/livenessq/livenessq/internal/testenv"
+	"github.com/livenessq/livenessq/storage"
+	"github.com/livenessq/livenessq/storage/storagetest"
+)
+
+func TestLocalConformance(t *testing.T) {
+	t.Parallel()
+	t.Logf("conformance suite against the local-directory driver")
+	storagetest.Run(t, newLocalBucket)
+}
+
+func TestS3Conformance(t *testing.T) {
+	t.Parallel()
+	srv := testenv.S3Server(t)
+	t.Logf("conformance suite against the S3 driver on versitygw at %s", srv.Endpoint)
+	storagetest.Run(t, newS3Bucket)
+}
+
+// newLocalBucket returns a Bucket over a new temporary directory.
+func newLocalBucket(t *testing.T) *storage.Bucket {
+	t.Helper()
+	b, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	return b
+}
+
+// newS3Bucket returns a Bucket over a new bucket of the test S3 server, listing 100 keys
+// a page; the bucket is emptied and removed when the test ends.
+func newS3Bucket(t *testing.T) *storage.Bucket {
+	t.Helper()
+	srv := testenv.S3Server(t)
+	name := testenv.BucketName(t)
+	b, err := storage.NewS3(context.Background(), s3Config(srv, name))
+	require.NoError(t, err)
+	storage.SetListPageSize(b, 100)
+	t.Cleanup(func() {
+		require.NoError(t, b.Close())
+		removeBucket(t, srv, name)
+	})
+	return b
+}
+
+// s3Config is the configuration of a new bucket on the test server.
+func s3Config(srv testenv.S3, bucket string) storage.S3Config {
+	return storage.S3Config{
+		Bucket:       bucket,
+		Endpoint:     srv.Endpoint,
+		Region:       srv.Region,
+		PathStyle:    true,
+		AccessKey:    srv.AccessKey,
+		SecretKey:    srv.SecretKey,
+		CreateBucket: true,
+	}
+}
+
+// removeBucket empties and deletes a bucket of the test server, with the SDK directly.
+func removeBucket(t *testing.T, srv testenv.S3, bucket string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := s3.New(s3.Options{
+		Region:       srv.Region,
+		BaseEndpoint: aws.String(srv.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
+	})
+	pages := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			t.Logf("cleanup: list bucket %s: %v", bucket, err)
+			return
+		}
+		if len(page.Contents) == 0 {
+			continue
+		}
+		ids := make([]types.ObjectIdentifier, len(page.Contents))
+		for i, o := range page.Contents {
+			ids[i] = types.ObjectIdentifier{Key: o.Key}
+		}
+		if _, err := client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+			Bucket: aws.String(bucket),
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+		}); err != nil {
+			t.Logf("cleanup: delete objects of bucket %s: %v", bucket, err)
+			return
+		}
+	}
+	if _, err := client.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Logf("cleanup: delete bucket %s: %v", bucket, err)
+	}
+}

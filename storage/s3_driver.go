@@ -1,0 +1,504 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// S3Config configures a Bucket over an S3 bucket (NewS3).
+type S3Config struct {
+	// Bucket is the bucket's name: 3 to 63 lowercase letters, digits, '.' and '-'.
+	// Required.
+	Bucket string
+	// Prefix roots the Bucket at a key prefix ("photos/2024"): keys are relative to it. A
+	// "/" is added when missing. Default "": the whole bucket.
+	Prefix string
+	// Endpoint is the base URL of the S3 server, "http(s)://host[:port]", for
+	// S3-compatible servers. Default "": AWS S3's endpoint for Region.
+	Endpoint string
+	// Region is the region requests are signed for. Default: the SDK's default chain
+	// (AWS_REGION, the profile's region), else "us-east-1".
+	Region string
+	// PathStyle addresses the bucket as endpoint/bucket/key rather than
+	// bucket.endpoint/key; most S3-compatible servers need it. Default false.
+	PathStyle bool
+	// AccessKey and SecretKey are explicit static credentials; set both or neither.
+	// Default: the SDK's default chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+	// AWS_PROFILE with the shared config and credentials files, web identity, container
+	// and instance roles). The secret never appears in an error, a log or URL().
+	AccessKey string
+	SecretKey string
+	// CABundle is the path of a PEM file of CA certificates to trust for HTTPS, in
+	// addition to the system's. Default "": the system's roots only. It cannot be
+	// combined with HTTPClient (configure that client's TLS instead).
+	CABundle string
+	// HTTPClient sends the requests. Default: a client of the Bucket's own, on a clone of
+	// http.DefaultTransport (proxies from the environment), whose idle connections Close
+	// releases. A client given here is not closed.
+	HTTPClient *http.Client
+	// CreateBucket makes NewS3 create the bucket when it does not exist (one you already
+	// own is fine). Default false: the bucket is not checked or created.
+	CreateBucket bool
+}
+
+// defaultListPageSize is the number of keys asked for per ListObjectsV2 request (S3's
+// maximum).
+const defaultListPageSize = 1000
+
+// unknownSizeBuffer is how much of a content of unknown size Put keeps in memory before
+// spooling it to a temporary file.
+const unknownSizeBuffer = 64 << 10
+
+// NewS3 returns a Bucket over an S3 bucket, after applying cfg's defaults and checking
+// it. It makes no request unless cfg.CreateBucket is set. S3 errors are translated:
+// NoSuchKey (or 404) is ErrNotFound, NoSuchBucket ErrBucketNotFound, AccessDenied,
+// InvalidAccessKeyId, SignatureDoesNotMatch (or 403) ErrAccessDenied with the bucket
+// named, a failed IfMatch ErrChanged. The SDK's optional request and response checksums
+// are off (WhenRequired), as many S3-compatible servers reject them, and uploads stream
+// with an unsigned payload.
+func NewS3(ctx context.Context, cfg S3Config) (*Bucket, error) {
+	d, err := newS3Driver(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CreateBucket {
+		if err := d.createBucket(ctx); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	return newBucket(d, cfg.Prefix), nil
+}
+
+// s3Driver stores objects in one S3 bucket.
+type s3Driver struct {
+	client    *s3.Client
+	bucket    string
+	endpoint  string // canonical, "" for AWS
+	region    string
+	pathStyle bool
+	secret    string       // explicit secret, scrubbed from error texts
+	ownHTTP   *http.Client // the client NewS3 made, closed by close
+	pageSize  int32
+}
+
+var _ driver = (*s3Driver)(nil)
+
+func newS3Driver(ctx context.Context, cfg S3Config) (*s3Driver, error) {
+	if err := checkBucketName(cfg.Bucket); err != nil {
+		return nil, err
+	}
+	endpoint, err := canonicalEndpoint(cfg.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if (cfg.AccessKey == "") != (cfg.SecretKey == "") {
+		return nil, errors.New("storage: s3: set both AccessKey and SecretKey, or neither (to use the SDK's default chain)")
+	}
+	if cfg.CABundle != "" && cfg.HTTPClient != nil {
+		return nil, errors.New("storage: s3: CABundle cannot be combined with HTTPClient; configure the client's TLS instead")
+	}
+	d := &s3Driver{
+		bucket:    cfg.Bucket,
+		endpoint:  endpoint,
+		pathStyle: cfg.PathStyle,
+		secret:    cfg.SecretKey,
+		pageSize:  defaultListPageSize,
+	}
+	httpClient := cfg.HTTPClient
+	if httpClient == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64
+		pool, err := rootCAs(cfg.CABundle)
+		if err != nil {
+			return nil, err
+		}
+		if pool != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		httpClient = &http.Client{Transport: tr}
+		d.ownHTTP = httpClient
+	}
+	// The SDK's own HTTP client (it honours AWS_CA_BUNDLE) serves the credential
+	// providers; S3 requests go through httpClient.
+	opts := []func(*config.LoadOptions) error{
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if cfg.AccessKey != "" {
+		opts = append(opts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, "")))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		d.close()
+		return nil, fmt.Errorf("storage: s3 bucket %q: load AWS configuration: %s", cfg.Bucket, d.scrub(err.Error()))
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = "us-east-1"
+	}
+	d.region = awsCfg.Region
+	d.client = s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		o.HTTPClient = httpClient
+	})
+	return d, nil
+}
+
+// checkBucketName applies S3's naming rules, so that a typo fails early and clearly.
+func checkBucketName(name string) error {
+	if name == "" {
+		return errors.New("storage: s3: bucket name is empty")
+	}
+	if len(name) < 3 || len(name) > 63 {
+		return fmt.Errorf("storage: s3: bucket name %q must be 3 to 63 characters long", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			return fmt.Errorf("storage: s3: bucket name %q may hold only lowercase letters, digits, '.' and '-' (found %q)", name, r)
+		}
+	}
+	if !isAlnum(name[0]) || !isAlnum(name[len(name)-1]) {
+		return fmt.Errorf("storage: s3: bucket name %q must start and end with a letter or digit", name)
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// canonicalEndpoint checks an endpoint URL and returns it in one canonical form:
+// lowercase scheme and host, no trailing "/".
+func canonicalEndpoint(raw string) (string, error) {
+	if raw == "" {
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("storage: s3: endpoint is not a URL: %v", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("storage: s3: endpoint %q must start with http:// or https://", u.Redacted())
+	case u.Host == "":
+		return "", fmt.Errorf("storage: s3: endpoint %q has no host", u.Redacted())
+	case u.User != nil:
+		return "", errors.New("storage: s3: endpoint must not carry credentials")
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("storage: s3: endpoint %q must not have a query or fragment", u.Redacted())
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Host = strings.ToLower(u.Host)
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+// rootCAs returns the system's roots plus the certificates of AWS_CA_BUNDLE (as the
+// SDK's default client would) and of bundle, or nil when neither is set.
+func rootCAs(bundle string) (*x509.CertPool, error) {
+	env := os.Getenv("AWS_CA_BUNDLE")
+	if bundle == "" && env == "" {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range []struct{ what, path string }{{"AWS_CA_BUNDLE", env}, {"CA bundle", bundle}} {
+		if f.path == "" {
+			continue
+		}
+		pem, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("storage: s3: read %s: %w", f.what, err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("storage: s3: %s %q holds no PEM certificate", f.what, f.path)
+		}
+	}
+	return pool, nil
+}
+
+// scrub removes the explicit secret from a provider's message, should it ever echo it.
+func (d *s3Driver) scrub(s string) string {
+	if d.secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, d.secret, "[redacted]")
+}
+
+// translate turns an SDK error into one of ours: the sentinel it means (wrapped), the
+// provider's code and message as text, and no SDK type in the chain.
+func (d *s3Driver) translate(ctx context.Context, op, key string, err error) error {
+	where := fmt.Sprintf("storage: %s %q in s3 bucket %q", op, key, d.bucket)
+	if op == "create bucket" {
+		where = fmt.Sprintf("storage: create s3 bucket %q", d.bucket)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%s: %w", where, cerr)
+	}
+	var (
+		code, msg string
+		status    int
+	)
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		code, msg = apiErr.ErrorCode(), apiErr.ErrorMessage()
+	}
+	var respErr interface{ HTTPStatusCode() int }
+	if errors.As(err, &respErr) {
+		status = respErr.HTTPStatusCode()
+	}
+	var detail string
+	switch {
+	case code != "" && msg != "":
+		detail = code + ": " + msg
+	case code != "":
+		detail = code
+	default:
+		detail = err.Error()
+	}
+	if status != 0 && code != "" {
+		detail = fmt.Sprintf("%s (HTTP %d)", detail, status)
+	}
+	detail = d.scrub(detail)
+
+	var sentinel error
+	switch {
+	case code == "NoSuchBucket":
+		sentinel = ErrBucketNotFound
+	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
+		sentinel = ErrNotFound
+	case code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" ||
+		code == "Forbidden" || code == "AllAccessDisabled" || code == "InvalidToken" ||
+		code == "ExpiredToken" || status == http.StatusForbidden:
+		sentinel = ErrAccessDenied
+	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
+		sentinel = ErrChanged
+	}
+	if sentinel != nil {
+		return fmt.Errorf("%s: %w: %s", where, sentinel, detail)
+	}
+	return fmt.Errorf("%s: %s", where, detail)
+}
+
+func (d *s3Driver) createBucket(ctx context.Context) error {
+	if _, err := d.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(d.bucket)}); err == nil {
+		return nil
+	}
+	in := &s3.CreateBucketInput{Bucket: aws.String(d.bucket)}
+	if d.region != "us-east-1" {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{
+			LocationConstraint: types.BucketLocationConstraint(d.region),
+		}
+	}
+	_, err := d.client.CreateBucket(ctx, in)
+	var owned *types.BucketAlreadyOwnedByYou
+	if err == nil || errors.As(err, &owned) {
+		return nil
+	}
+	return d.translate(ctx, "create bucket", "", err)
+}
+
+func (d *s3Driver) get(ctx context.Context, key string, opts GetOptions) (*Reader, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)}
+	if opts.IfMatch != "" {
+		in.IfMatch = aws.String(`"` + opts.IfMatch + `"`)
+	}
+	out, err := d.client.GetObject(ctx, in)
+	if err != nil {
+		return nil, d.translate(ctx, "get", key, err)
+	}
+	return &Reader{
+		ReadCloser: out.Body,
+		Attributes: d.attrs(key, out.ContentLength, out.ETag, out.ContentType, out.LastModified),
+	}, nil
+}
+
+func (d *s3Driver) stat(ctx context.Context, key string) (Attributes, error) {
+	out, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)})
+	if err != nil {
+		return Attributes{}, d.translate(ctx, "stat", key, err)
+	}
+	return d.attrs(key, out.ContentLength, out.ETag, out.ContentType, out.LastModified), nil
+}
+
+// attrs makes Attributes from a response's fields.
+func (d *s3Driver) attrs(key string, size *int64, etag, contentType *string, mod *time.Time) Attributes {
+	a := Attributes{
+		Key:         key,
+		Size:        aws.ToInt64(size),
+		ETag:        strings.Trim(aws.ToString(etag), `"`),
+		ContentType: aws.ToString(contentType),
+		ModTime:     aws.ToTime(mod).UTC(),
+	}
+	if size == nil {
+		a.Size = -1
+	}
+	if a.ContentType == "" {
+		a.ContentType = guessContentType(key)
+	}
+	return a
+}
+
+func (d *s3Driver) put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
+	size := opts.Size
+	if size <= 0 {
+		// Unknown size: S3 needs the length up front. Keep a small content in memory and
+		// spool a larger one to a temporary file, so that memory stays flat.
+		body, n, cleanup, err := spool(ctx, r)
+		if err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, cerr)
+			}
+			return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, err)
+		}
+		defer cleanup()
+		r, size = body, n
+	}
+	_, err := d.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(d.bucket),
+		Key:           aws.String(key),
+		Body:          r,
+		ContentLength: aws.Int64(size),
+		ContentType:   aws.String(opts.ContentType),
+	}, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
+	if err != nil {
+		return d.translate(ctx, "put", key, err)
+	}
+	return nil
+}
+
+// spool reads r to its end and returns a seekable copy of it with its length: in memory
+// up to unknownSizeBuffer bytes, else in a temporary file that cleanup removes.
+func spool(ctx context.Context, r io.Reader) (io.ReadSeeker, int64, func(), error) {
+	buf := make([]byte, unknownSizeBuffer)
+	n, err := io.ReadFull(&ctxReader{ctx: ctx, r: r}, buf)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return bytes.NewReader(buf[:n]), int64(n), func() {}, nil
+	case err != nil:
+		return nil, 0, nil, fmt.Errorf("read content: %w", err)
+	}
+	f, err := os.CreateTemp("", "livenessq-put-*")
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("spool content: %w", err)
+	}
+	cleanup := func() {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	if _, err := f.Write(buf); err != nil {
+		cleanup()
+		return nil, 0, nil, fmt.Errorf("spool content: %w", err)
+	}
+	rest, err := io.Copy(f, &ctxReader{ctx: ctx, r: r})
+	if err != nil {
+		cleanup()
+		return nil, 0, nil, fmt.Errorf("spool content: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		cleanup()
+		return nil, 0, nil, fmt.Errorf("spool content: %w", err)
+	}
+	return f, int64(len(buf)) + rest, cleanup, nil
+}
+
+func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes, error] {
+	return func(yield func(Attributes, error) bool) {
+		in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize)}
+		if prefix != "" {
+			in.Prefix = aws.String(prefix)
+		}
+		pages := s3.NewListObjectsV2Paginator(d.client, in)
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				yield(Attributes{}, d.translate(ctx, "list prefix", prefix, err))
+				return
+			}
+			for _, o := range page.Contents {
+				a := Attributes{
+					Key:     aws.ToString(o.Key),
+					Size:    aws.ToInt64(o.Size),
+					ETag:    strings.Trim(aws.ToString(o.ETag), `"`),
+					ModTime: aws.ToTime(o.LastModified).UTC(),
+				}
+				if !yield(a, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (d *s3Driver) delete(ctx context.Context, key string) error {
+	_, err := d.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)})
+	if err != nil {
+		err = d.translate(ctx, "delete", key, err)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (d *s3Driver) location(prefix string) string {
+	u := url.URL{Scheme: "s3", Host: d.bucket}
+	if p := strings.TrimSuffix(prefix, "/"); p != "" {
+		u.Path = "/" + p
+	}
+	var q []string
+	if d.endpoint != "" {
+		q = append(q, "endpoint="+queryEscape(d.endpoint))
+	}
+	q = append(q, "region="+queryEscape(d.region))
+	if d.pathStyle {
+		q = append(q, "path_style=true")
+	}
+	return u.String() + "?" + strings.Join(q, "&")
+}
+
+// queryEscape escapes a query value, leaving ':' and '/' readable.
+func queryEscape(v string) string {
+	return strings.NewReplacer("%3A", ":", "%2F", "/").Replace(url.QueryEscape(v))
+}
+
+func (d *s3Driver) name() string { return d.bucket }
+
+func (d *s3Driver) close() error {
+	if d.ownHTTP != nil {
+		d.ownHTTP.CloseIdleConnections()
+	}
+	return nil
+}

@@ -1,0 +1,715 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// ErrBudgetUnavailable is returned (wrapped) by [Budget.Acquire] and [Lease.Release] when
+// Redis cannot be reached. The budget then admits nothing: no budget, no API call.
+var ErrBudgetUnavailable = errors.New("worker: API budget unavailable (Redis unreachable); no call made")
+
+// Outcome is what an API call made under a [Lease] came to, as far as the budget cares.
+// The handler maps the client's errors onto it.
+type Outcome int
+
+// The outcomes of a call.
+const (
+	// OutcomeOther is any other end: a 5xx, a network error, a rejected image, or no
+	// call made at all. It frees the slot and leaves the cooldown as it is. It is the
+	// zero value.
+	OutcomeOther Outcome = iota
+	// OutcomeOK is an answered call (the API did its work). On the probe call it
+	// closes the usage-limit cooldown for every process.
+	OutcomeOK
+	// OutcomeUsageLimited is a 403 (usage limit). It opens the shared cooldown, or,
+	// on the probe call, doubles it.
+	OutcomeUsageLimited
+)
+
+// String returns "ok", "usage_limited" or "other".
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeOK:
+		return "ok"
+	case OutcomeUsageLimited:
+		return "usage_limited"
+	default:
+		return "other"
+	}
+}
+
+// BudgetConfig configures a [Budget]. Every worker process sharing one API account
+// should use the same values: the rate, cap and quota are enforced in Redis from the
+// arguments each caller passes, and `livenessq status` shows the last written ones.
+type BudgetConfig struct {
+	// Redis holds the budget; required. Any client works, Redis Cluster included: all
+	// keys share the hash tag {budget}.
+	Redis redis.UniversalClient
+
+	// Rate is the API's usage limit in calls per second across all workers; 0 (the
+	// default) means no rate limit. The budget never admits more than Rate×Window
+	// calls in any window of length Window (when Rate×Window is a whole number).
+	//
+	// To hold that promise while absorbing timing jitter it paces admissions with a
+	// GCRA at the slightly lower PaceRate = (Rate×Window − (Burst−1)) / (Window +
+	// Headroom) per second (199.0/s for Rate 200 with the defaults), and in any window
+	// of length t it admits fewer than PaceRate×(t+Headroom) + Burst calls.
+	Rate float64
+	// Window is the window the API's limit is counted over; default 1 s.
+	Window time.Duration
+	// Burst is how many calls may start back to back after a quiet spell; default 1
+	// (calls evenly spaced at 1/PaceRate). Each extra unit of burst costs one call
+	// per Window of steady rate, so that a burst never takes a window over the limit.
+	// Rate×Window must exceed Burst−1.
+	Burst int
+	// Headroom is how late a waiting caller may reach Redis after its turn without
+	// the budget losing that capacity; it costs Headroom/Window of the rate (0.5% by
+	// default) and is also the margin, in steady state, between Rate×Window calls and
+	// the window they fall in. Default 5 ms.
+	Headroom time.Duration
+
+	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
+	// means no cap.
+	MaxInFlight int
+	// LeaseTTL is how long a slot stays taken without a heartbeat: a process that dies
+	// holding leases gives their slots back within LeaseTTL. Held leases are renewed
+	// every LeaseTTL/3 while [Budget.Start] runs. Default 10 s.
+	LeaseTTL time.Duration
+
+	// Cooldown is how long every process stops calling the API after the first 403;
+	// default 60 s. Each 403 on the probe call that follows doubles it.
+	Cooldown time.Duration
+	// CooldownMax caps the doubled cooldown; default 15 min.
+	CooldownMax time.Duration
+	// PauseAfter is how long 403s may persist (from the first 403 to a probe that
+	// still gets one) before the budget records a pause reason in Redis and calls
+	// Pause, once across all processes; default 30 min.
+	PauseAfter time.Duration
+	// Pause pauses the queue for every worker; it is called with the reason once per
+	// usage-limit episode. If it returns an error the pause record is removed so that
+	// a later 403 tries again. Nil: the reason is recorded and logged only.
+	Pause func(ctx context.Context, reason string) error
+
+	// Quota, when positive, is the number of calls allowed per QuotaPeriod; the
+	// budget counts admissions in Redis and paces at (quota left) / (time to the
+	// reset), never above PaceRate, so that a batch spreads over the period instead
+	// of exhausting it. Default 0: no quota.
+	Quota int64
+	// QuotaPeriod is the length of a quota period; default 24 h.
+	QuotaPeriod time.Duration
+	// QuotaResetAt is any instant at which the quota resets; it resets again every
+	// QuotaPeriod before and after. Default (zero): midnight UTC.
+	QuotaResetAt time.Time
+
+	// Jitter bounds the random extra wait a caller adds when it is not admitted, so
+	// that processes do not retry in lockstep; default 5 ms. It never exceeds half
+	// the wait, nor half of Headroom for a rate wait, so it costs no capacity.
+	Jitter time.Duration
+
+	// Logger receives cooldown, pause and lost-lease events; default: no logging.
+	Logger zerolog.Logger
+}
+
+// Budget defaults.
+const (
+	budgetDefaultWindow      = time.Second
+	budgetDefaultBurst       = 1
+	budgetDefaultHeadroom    = 5 * time.Millisecond
+	budgetDefaultLeaseTTL    = 10 * time.Second
+	budgetDefaultCooldown    = 60 * time.Second
+	budgetDefaultCooldownMax = 15 * time.Minute
+	budgetDefaultPauseAfter  = 30 * time.Minute
+	budgetDefaultQuotaPeriod = 24 * time.Hour
+	budgetDefaultJitter      = 5 * time.Millisecond
+
+	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
+	budgetProbePoll      = 25 * time.Millisecond // re-check interval while another caller probes
+	budgetMaxSleep       = 250 * time.Millisecond
+	budgetEvalTimeout    = 5 * time.Second
+	budgetReleaseTimeout = 5 * time.Second
+)
+
+func (c *BudgetConfig) applyDefaults() {
+	if c.Window == 0 {
+		c.Window = budgetDefaultWindow
+	}
+	if c.Burst == 0 {
+		c.Burst = budgetDefaultBurst
+	}
+	if c.Headroom == 0 {
+		c.Headroom = budgetDefaultHeadroom
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = budgetDefaultLeaseTTL
+	}
+	if c.Cooldown == 0 {
+		c.Cooldown = budgetDefaultCooldown
+	}
+	if c.CooldownMax == 0 {
+		c.CooldownMax = max(budgetDefaultCooldownMax, c.Cooldown)
+	}
+	if c.PauseAfter == 0 {
+		c.PauseAfter = budgetDefaultPauseAfter
+	}
+	if c.QuotaPeriod == 0 {
+		c.QuotaPeriod = budgetDefaultQuotaPeriod
+	}
+	if c.QuotaResetAt.IsZero() {
+		c.QuotaResetAt = time.Unix(0, 0)
+	}
+	if c.Jitter == 0 {
+		c.Jitter = budgetDefaultJitter
+	}
+}
+
+func (c *BudgetConfig) validate() error {
+	switch {
+	case c.Redis == nil:
+		return errors.New("budget: Redis is required")
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
+		return fmt.Errorf("budget: Rate %v must be a finite number ≥ 0", c.Rate)
+	case c.Window < time.Millisecond:
+		return fmt.Errorf("budget: Window %v must be at least 1ms", c.Window)
+	case c.Burst < 1:
+		return fmt.Errorf("budget: Burst %d must be ≥ 1", c.Burst)
+	case c.Headroom < 0:
+		return fmt.Errorf("budget: Headroom %v must be ≥ 0", c.Headroom)
+	case c.Rate > 0 && c.Rate*c.Window.Seconds() <= float64(c.Burst-1):
+		return fmt.Errorf("budget: Burst %d too large for Rate %v per %v: Rate×Window must exceed Burst−1", c.Burst, c.Rate, c.Window)
+	case c.MaxInFlight < 0:
+		return fmt.Errorf("budget: MaxInFlight %d must be ≥ 0", c.MaxInFlight)
+	case c.LeaseTTL < 3*time.Millisecond:
+		return fmt.Errorf("budget: LeaseTTL %v must be at least 3ms", c.LeaseTTL)
+	case c.Cooldown < time.Millisecond:
+		return fmt.Errorf("budget: Cooldown %v must be at least 1ms", c.Cooldown)
+	case c.CooldownMax < c.Cooldown:
+		return fmt.Errorf("budget: CooldownMax %v is shorter than Cooldown %v", c.CooldownMax, c.Cooldown)
+	case c.PauseAfter < 0:
+		return fmt.Errorf("budget: PauseAfter %v must be ≥ 0", c.PauseAfter)
+	case c.Quota < 0:
+		return fmt.Errorf("budget: Quota %d must be ≥ 0", c.Quota)
+	case c.QuotaPeriod < time.Millisecond:
+		return fmt.Errorf("budget: QuotaPeriod %v must be at least 1ms", c.QuotaPeriod)
+	case c.Jitter < 0:
+		return fmt.Errorf("budget: Jitter %v must be ≥ 0", c.Jitter)
+	}
+	return nil
+}
+
+// budgetPacing is the part of the configuration that decides the admission rate.
+type budgetPacing struct {
+	Rate     float64
+	Window   time.Duration
+	Burst    int
+	Headroom time.Duration
+	Quota    int64
+}
+
+// base returns the steady admission rate in calls per second without quota pacing:
+// (Rate×Window − (Burst−1)) / (Window + Headroom), or +Inf when Rate is 0 (no limit).
+func (p budgetPacing) base() float64 {
+	if p.Rate == 0 {
+		return math.Inf(1)
+	}
+	return (p.Rate*p.Window.Seconds() - float64(p.Burst-1)) / (p.Window + p.Headroom).Seconds()
+}
+
+// pace returns the admission rate in calls per second given the quota used so far and
+// the time to the quota's reset: min(base, (Quota−used)/toReset); 0 when the quota is
+// used up; +Inf when nothing limits the rate. budgetAcquireScript computes the same.
+func (p budgetPacing) pace(used int64, toReset time.Duration) float64 {
+	base := p.base()
+	if p.Quota <= 0 {
+		return base
+	}
+	left := p.Quota - used
+	if left <= 0 {
+		return 0
+	}
+	if toReset <= 0 {
+		return base
+	}
+	return math.Min(base, float64(left)/toReset.Seconds())
+}
+
+// tolerance returns how far ahead of its even-paced turn a call may be admitted: the
+// burst allowance plus the headroom.
+func (p budgetPacing) tolerance() time.Duration {
+	b := p.base()
+	if math.IsInf(b, 1) {
+		return p.Headroom
+	}
+	return p.Headroom + time.Duration(float64(p.Burst-1)/b*float64(time.Second))
+}
+
+// BudgetStats counts what a [Budget] did in this process; the worker exports them as
+// metrics. All fields are safe to read at any time.
+type BudgetStats struct {
+	Admitted          atomic.Int64 // leases granted
+	Probes            atomic.Int64 // of which probe calls after a cooldown
+	WaitNanos         atomic.Int64 // total time callers spent in Acquire, ns
+	DeniedRate        atomic.Int64 // attempts refused by the rate limit (each retry counts)
+	DeniedConcurrency atomic.Int64 // attempts refused because MaxInFlight leases were held
+	DeniedCooldown    atomic.Int64 // attempts refused by an open cooldown or a running probe
+	DeniedQuota       atomic.Int64 // attempts refused because the period's quota was used up
+	UsageLimited      atomic.Int64 // leases released with OutcomeUsageLimited
+	CooldownsOpened   atomic.Int64 // cooldowns this process opened or doubled
+	CooldownsClosed   atomic.Int64 // cooldowns this process's probe closed
+	Pauses            atomic.Int64 // times this process recorded a pause and called Pause
+	Unavailable       atomic.Int64 // Acquire/Release calls that failed because Redis was unreachable
+	LeasesLost        atomic.Int64 // held leases found expired by the heartbeat
+}
+
+// Budget is the global API budget shared, through Redis, by every worker process: a
+// rate limit, a cap on calls in flight, a usage-limit cooldown with a single probe, and
+// optional quota pacing. Every API call is made between [Budget.Acquire] and
+// [Lease.Release]. A Budget is safe for concurrent use; the only state it keeps in the
+// process is the list of leases it holds.
+type Budget struct {
+	cfg      BudgetConfig
+	rdb      redis.UniversalClient
+	log      zerolog.Logger
+	pacing   budgetPacing
+	basePace float64 // calls/s passed to the acquire script; 0 = no rate limit
+	tolUS    int64
+	instance string
+	seq      atomic.Uint64
+	stats    BudgetStats
+	turn     chan struct{} // one caller per process talks to Redis at a time; the others queue here
+
+	cooldownUntil atomic.Int64 // last seen end of the cooldown, Unix ns, local clock; 0 = none
+
+	mu      sync.Mutex
+	held    map[string]*Lease
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewBudget applies the defaults to cfg, validates it and returns a Budget. It does not
+// touch Redis; call [Budget.Start] to renew leases in the background.
+func NewBudget(cfg BudgetConfig) (*Budget, error) {
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var inst [6]byte
+	if _, err := rand.Read(inst[:]); err != nil {
+		return nil, fmt.Errorf("budget: lease ids: %w", err)
+	}
+	p := budgetPacing{Rate: cfg.Rate, Window: cfg.Window, Burst: cfg.Burst, Headroom: cfg.Headroom, Quota: cfg.Quota}
+	b := &Budget{
+		cfg:      cfg,
+		rdb:      cfg.Redis,
+		log:      cfg.Logger.With().Str("component", "budget").Logger(),
+		pacing:   p,
+		tolUS:    p.tolerance().Microseconds(),
+		instance: hex.EncodeToString(inst[:]),
+		turn:     make(chan struct{}, 1),
+		held:     make(map[string]*Lease),
+	}
+	if base := p.base(); !math.IsInf(base, 1) {
+		b.basePace = base
+	}
+	return b, nil
+}
+
+// Stats returns the budget's counters for this process.
+func (b *Budget) Stats() *BudgetStats { return &b.stats }
+
+// Start begins renewing held leases every LeaseTTL/3 and publishing the configuration
+// for `livenessq status`, until [Budget.Shutdown]. Without Start, leases are not renewed
+// and expire LeaseTTL after they were granted. Starting twice is a no-op; starting after
+// Shutdown is an error.
+func (b *Budget) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return errors.New("budget: start after shutdown")
+	}
+	if b.started {
+		return nil
+	}
+	b.started = true
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel, b.done = cancel, make(chan struct{})
+	go b.heartbeat(hctx)
+	return nil
+}
+
+// Shutdown stops the heartbeat and waits for it, or for ctx. It does not release held
+// leases (their calls may still be running): they expire within LeaseTTL. Call it once
+// the handlers are done. Safe to call twice, or before Start.
+func (b *Budget) Shutdown(ctx context.Context) error {
+	b.mu.Lock()
+	if b.stopped || !b.started {
+		b.stopped = true
+		b.mu.Unlock()
+		return nil
+	}
+	b.stopped = true
+	cancel, done := b.cancel, b.done
+	b.mu.Unlock()
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("budget: shutdown: %w", ctx.Err())
+	}
+}
+
+func (b *Budget) heartbeat(ctx context.Context) {
+	defer close(b.done)
+	b.writeConfig(ctx)
+	tick := time.NewTicker(b.cfg.LeaseTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			b.renew(ctx)
+			b.writeConfig(ctx)
+		}
+	}
+}
+
+// renew extends the held leases (and the probe lock); a lease found gone is dropped.
+func (b *Budget) renew(ctx context.Context) {
+	b.mu.Lock()
+	ids := make([]any, 0, len(b.held)+2)
+	ids = append(ids, b.cfg.LeaseTTL.Microseconds(), "")
+	for id, l := range b.held {
+		ids = append(ids, id)
+		if l.probe {
+			ids[1] = id
+		}
+	}
+	b.mu.Unlock()
+	if len(ids) == 2 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.LeaseTTL/3)
+	defer cancel()
+	lost, err := budgetHeartbeatScript.Run(ctx, b.rdb, []string{budgetKeyLeases, budgetKeyProbe}, ids...).StringSlice()
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn().Err(err).Msg("renew API budget leases")
+		}
+		return
+	}
+	if len(lost) == 0 {
+		return
+	}
+	b.mu.Lock()
+	for _, id := range lost {
+		delete(b.held, id)
+	}
+	b.mu.Unlock()
+	b.stats.LeasesLost.Add(int64(len(lost)))
+	b.log.Warn().Int("leases", len(lost)).Dur("lease_ttl", b.cfg.LeaseTTL).
+		Msg("API budget leases expired before renewal (process stalled or Redis slow); their slots may be reused")
+}
+
+// writeConfig publishes the configuration for `livenessq status`.
+func (b *Budget) writeConfig(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, budgetEvalTimeout)
+	defer cancel()
+	c := b.cfg
+	err := b.rdb.HSet(ctx, budgetKeyConfig,
+		"rate", strconv.FormatFloat(c.Rate, 'g', -1, 64),
+		"window_us", c.Window.Microseconds(),
+		"burst", c.Burst,
+		"headroom_us", c.Headroom.Microseconds(),
+		"max_inflight", c.MaxInFlight,
+		"lease_ttl_us", c.LeaseTTL.Microseconds(),
+		"cooldown_us", c.Cooldown.Microseconds(),
+		"cooldown_max_us", c.CooldownMax.Microseconds(),
+		"pause_after_us", c.PauseAfter.Microseconds(),
+		"quota", c.Quota,
+		"quota_period_us", c.QuotaPeriod.Microseconds(),
+		"quota_anchor_us", c.QuotaResetAt.UnixMicro(),
+	).Err()
+	if err != nil && ctx.Err() == nil {
+		b.log.Debug().Err(err).Msg("publish API budget configuration")
+	}
+}
+
+// Lease is the right to make one API call: a slot among MaxInFlight, admitted by the
+// rate limit, outside any cooldown (or as the cooldown's probe). Release it exactly once
+// when the call is over.
+type Lease struct {
+	b          *Budget
+	id         string
+	probe      bool
+	admittedAt time.Time
+	released   atomic.Bool
+}
+
+// Probe reports whether this call is the probe after a usage-limit cooldown: the one
+// call, across all processes, that tests whether the limit has lifted. Its outcome
+// decides for everyone: OutcomeOK closes the cooldown, OutcomeUsageLimited doubles it.
+func (l *Lease) Probe() bool { return l.probe }
+
+// AdmittedAt returns when the lease was granted, by the Redis server's clock (the clock
+// every process shares), to the microsecond.
+func (l *Lease) AdmittedAt() time.Time { return l.admittedAt }
+
+type budgetReleaseOpts struct{ retryAfter time.Duration }
+
+// ReleaseOption adjusts one [Lease.Release].
+type ReleaseOption func(*budgetReleaseOpts)
+
+// WithRetryAfter passes the wait the API asked for (a Retry-After header) with a 403: the
+// cooldown it opens or doubles lasts at least that long, still capped by CooldownMax.
+func WithRetryAfter(d time.Duration) ReleaseOption {
+	return func(o *budgetReleaseOpts) { o.retryAfter = max(o.retryAfter, d) }
+}
+
+// Release frees the lease's slot and applies the call's outcome to the shared cooldown:
+// OutcomeUsageLimited opens the cooldown for every process (or, from the probe, doubles
+// it); OutcomeOK from the probe closes it for every process. When 403s have persisted
+// for PauseAfter, Release records the pause reason in Redis and calls the configured
+// Pause, once across all processes.
+//
+// Release runs even if ctx is already canceled (it detaches from cancellation, bounded
+// by a few seconds), so a call's end is never lost to a task timeout. Releasing twice
+// is a no-op returning nil. If Redis cannot be reached the error wraps
+// ErrBudgetUnavailable and the slot returns when the lease expires.
+func (l *Lease) Release(ctx context.Context, outcome Outcome, opts ...ReleaseOption) error {
+	if !l.released.CompareAndSwap(false, true) {
+		return nil
+	}
+	var o budgetReleaseOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return l.b.release(ctx, l, outcome, o)
+}
+
+// newLeaseID returns an id unique across processes.
+func (b *Budget) newLeaseID() string {
+	return b.instance + ":" + strconv.FormatUint(b.seq.Add(1), 36)
+}
+
+type budgetAttempt struct {
+	code  int64
+	wait  time.Duration
+	now   time.Time
+	probe bool
+}
+
+// Acquire blocks until the budget admits one API call, and returns its lease. It is
+// admitted, atomically in one Redis script, only when no cooldown is open (or this
+// caller takes the probe lock after one), the period's quota is not used up, fewer than
+// MaxInFlight leases are held, and the rate limit has room; otherwise it waits what
+// Redis says (plus jitter) and tries again. Callers in one process queue behind each
+// other, so at most one per process polls Redis.
+//
+// It returns ctx's error when ctx ends first, and an error wrapping
+// ErrBudgetUnavailable, at once, when Redis cannot be reached: no lease, no call.
+func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
+	start := time.Now()
+	defer func() { b.stats.WaitNanos.Add(int64(time.Since(start))) }()
+	select {
+	case b.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-b.turn }()
+
+	id := b.newLeaseID()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		a, err := b.try(ctx, id)
+		if err != nil {
+			b.stats.Unavailable.Add(1)
+			return nil, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
+		}
+		if a.code == budgetAdmitted {
+			l := &Lease{b: b, id: id, probe: a.probe, admittedAt: a.now}
+			b.cooldownUntil.Store(0)
+			b.stats.Admitted.Add(1)
+			if a.probe {
+				b.stats.Probes.Add(1)
+				b.log.Info().Msg("API usage-limit cooldown over: making the probe call")
+			}
+			b.mu.Lock()
+			b.held[id] = l
+			b.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				_ = l.Release(ctx, OutcomeOther)
+				return nil, err
+			}
+			return l, nil
+		}
+		wait := b.waitFor(a)
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// try runs the acquire script once. It is detached from ctx's cancellation, so that a
+// grant is never lost between Redis and the caller.
+func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetEvalTimeout)
+	defer cancel()
+	c := b.cfg
+	v, err := budgetAcquireScript.Run(ctx, b.rdb,
+		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota},
+		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
+		strconv.FormatFloat(b.basePace, 'f', -1, 64), b.tolUS,
+		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
+		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(),
+	).Int64Slice()
+	if err != nil {
+		return budgetAttempt{}, err
+	}
+	if len(v) != 4 {
+		return budgetAttempt{}, fmt.Errorf("acquire script returned %d values", len(v))
+	}
+	return budgetAttempt{
+		code:  v[0],
+		wait:  time.Duration(v[1]) * time.Microsecond,
+		now:   time.UnixMicro(v[2]),
+		probe: v[3] == 1,
+	}, nil
+}
+
+// waitFor counts a refusal and returns how long to sleep before the next attempt: what
+// Redis said, capped so a changed state is noticed, plus jitter.
+func (b *Budget) waitFor(a budgetAttempt) time.Duration {
+	wait := min(a.wait, budgetMaxSleep)
+	jit := min(b.cfg.Jitter, wait/2)
+	switch a.code {
+	case budgetDeniedRate:
+		b.stats.DeniedRate.Add(1)
+		jit = min(jit, b.cfg.Headroom/2)
+	case budgetDeniedConc:
+		b.stats.DeniedConcurrency.Add(1)
+	case budgetDeniedCool:
+		b.stats.DeniedCooldown.Add(1)
+		b.cooldownUntil.Store(time.Now().Add(a.wait).UnixNano())
+	case budgetDeniedProbe:
+		b.stats.DeniedCooldown.Add(1)
+		b.cooldownUntil.Store(0)
+	case budgetDeniedQuota:
+		b.stats.DeniedQuota.Add(1)
+	}
+	if jit > 0 {
+		wait += mrand.N(jit + 1)
+	}
+	return max(wait, time.Microsecond)
+}
+
+// cooldownLeft returns how long the usage-limit cooldown still runs, as this process last
+// saw it (no Redis round trip); 0 when none is known to be open.
+func (b *Budget) cooldownLeft() time.Duration {
+	u := b.cooldownUntil.Load()
+	if u == 0 {
+		return 0
+	}
+	return max(0, time.Until(time.Unix(0, u)))
+}
+
+func (b *Budget) release(ctx context.Context, l *Lease, outcome Outcome, o budgetReleaseOpts) error {
+	b.mu.Lock()
+	delete(b.held, l.id)
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetReleaseTimeout)
+	defer cancel()
+
+	code := 0
+	switch outcome {
+	case OutcomeOK:
+		code = 1
+	case OutcomeUsageLimited:
+		code = 2
+		b.stats.UsageLimited.Add(1)
+	}
+	probe := "0"
+	if l.probe {
+		probe = "1"
+	}
+	c := b.cfg
+	reason := fmt.Sprintf("the Kairos API has answered 403 (usage limit) for more than %v; "+
+		"run `livenessq resume` once the limit is lifted", c.PauseAfter)
+	v, err := budgetReleaseScript.Run(ctx, b.rdb,
+		[]string{budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyPaused},
+		l.id, code, probe, c.Cooldown.Microseconds(), c.CooldownMax.Microseconds(),
+		c.PauseAfter.Microseconds(), o.retryAfter.Microseconds(), reason,
+	).Int64Slice()
+	if err != nil {
+		b.stats.Unavailable.Add(1)
+		return fmt.Errorf("budget: release: %w: %w", ErrBudgetUnavailable, err)
+	}
+	if len(v) != 7 {
+		return fmt.Errorf("budget: release: script returned %d values", len(v))
+	}
+	event, pausedNow := v[0], v[1] == 1
+	now, until := time.UnixMicro(v[2]), time.UnixMicro(v[3])
+	length, streak := time.Duration(v[4])*time.Microsecond, v[5]
+	switch event {
+	case budgetEventOpened, budgetEventExtended, budgetEventRearmed:
+		b.cooldownUntil.Store(time.Now().Add(until.Sub(now)).UnixNano())
+	case budgetEventClosed:
+		b.cooldownUntil.Store(0)
+		b.stats.CooldownsClosed.Add(1)
+		b.log.Info().Msg("API usage-limit cooldown closed: the probe call succeeded")
+	}
+	switch event {
+	case budgetEventOpened:
+		b.stats.CooldownsOpened.Add(1)
+		b.log.Warn().Dur("cooldown", length).Msg("API usage limit reached (403): every worker stops calling the API")
+	case budgetEventRearmed:
+		b.stats.CooldownsOpened.Add(1)
+		b.log.Warn().Dur("cooldown", length).Int64("streak", streak).
+			Time("limited_since", time.UnixMicro(v[6])).Msg("API probe call got 403 again: cooldown doubled")
+	}
+	if !pausedNow {
+		return nil
+	}
+	b.stats.Pauses.Add(1)
+	b.log.Error().Str("reason", reason).Msg("API usage limit persists: pausing the queue")
+	if c.Pause == nil {
+		return nil
+	}
+	if err := c.Pause(ctx, reason); err != nil {
+		if derr := b.rdb.Del(ctx, budgetKeyPaused).Err(); derr != nil {
+			b.log.Warn().Err(derr).Msg("remove pause record after failed pause")
+		}
+		return fmt.Errorf("budget: pause queue: %w", err)
+	}
+	return nil
+}

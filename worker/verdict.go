@@ -1,0 +1,58 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/livenessq/livenessq/kairos"
+)
+
+// verdict is an API answer kept in Redis between the paid call and the written result,
+// so that an attempt that fails after paying (a storage outage while writing, a worker
+// killed before the ack) does not pay again: the next attempt of the same task reuses it
+// when the object's ETag is unchanged.
+type verdict struct {
+	ETag   string        `json:"etag"`
+	Result kairos.Result `json:"result"`
+}
+
+// verdictTTL bounds how long an unused verdict is kept: longer than any retry schedule.
+const verdictTTL = 48 * time.Hour
+
+func verdictKey(taskID string) string { return "livenessq:verdict:{" + taskID + "}" }
+
+func (w *Worker) saveVerdict(ctx context.Context, taskID string, v *verdict) {
+	if taskID == "" {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = w.cfg.Redis.Set(context.WithoutCancel(ctx), verdictKey(taskID), b, verdictTTL).Err()
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Str("task_id", taskID).Msg("keep verdict for retries")
+	}
+}
+
+func (w *Worker) loadVerdict(ctx context.Context, taskID string) *verdict {
+	if taskID == "" {
+		return nil
+	}
+	b, err := w.cfg.Redis.Get(ctx, verdictKey(taskID)).Bytes()
+	if err != nil {
+		return nil
+	}
+	var v verdict
+	if json.Unmarshal(b, &v) != nil {
+		return nil
+	}
+	return &v
+}
+
+func (w *Worker) deleteVerdict(ctx context.Context, taskID string) {
+	if taskID == "" {
+		return
+	}
+	_ = w.cfg.Redis.Del(context.WithoutCancel(ctx), verdictKey(taskID)).Err()
+}
