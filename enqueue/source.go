@@ -3,6 +3,7 @@ package enqueue
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"iter"
 	"strconv"
 	"strings"
+
+	"github.com/livenessq/livenessq/storage"
 )
 
 // Item is one key to verify, as a Source yields it.
@@ -105,6 +108,37 @@ func KeysReader(r io.Reader) Source {
 				ok = yield(Item{Key: string(line), Line: n}, nil)
 			}
 			if !ok {
+				return
+			}
+		}
+	}
+}
+
+// Prefix returns a Source over the keys of b that start with prefix ("" for all), as the
+// listing streams them page by page, so that listing and enqueueing overlap and memory
+// stays flat for millions of keys. Keys starting with any of skip (e.g. the "results/"
+// prefix when results are written to the same bucket) and directory markers (keys ending
+// in "/") are left out. Line is the position of the key among those yielded, from 1. A
+// listing error is fatal; ctx bounds the listing (pass the one given to Enqueue).
+func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...string) Source {
+	return func(yield func(Item, error) bool) {
+		n := 0
+	keys:
+		for a, err := range b.List(ctx, prefix) {
+			if err != nil {
+				yield(Item{}, fmt.Errorf("list %q: %w", prefix, err))
+				return
+			}
+			if strings.HasSuffix(a.Key, "/") {
+				continue
+			}
+			for _, s := range skip {
+				if s != "" && strings.HasPrefix(a.Key, s) {
+					continue keys
+				}
+			}
+			n++
+			if !yield(Item{Key: a.Key, Line: n}, nil) {
 				return
 			}
 		}

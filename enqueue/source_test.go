@@ -1,11 +1,14 @@
 package enqueue
 
 import (
+	"context"
 	"errors"
 	"io"
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/livenessq/livenessq/storage"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -42,7 +45,9 @@ func drain(t *testing.T, src Source) drained {
 
 func item(key string, line int) Item { return Item{Key: key, Line: line} }
 
-func itemT(key string, line int, thr float64) Item { return Item{Key: key, Line: line, Threshold: &thr} }
+func itemT(key string, line int, thr float64) Item {
+	return Item{Key: key, Line: line, Threshold: &thr}
+}
 
 func TestSources(t *testing.T) {
 	t.Parallel()
@@ -282,4 +287,26 @@ func FuzzManifest(f *testing.F) {
 			last = line
 		}
 	})
+}
+
+func TestPrefixLocal(t *testing.T) {
+	t.Parallel()
+	b, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	for _, k := range []string{"in/a.jpg", "in/b c.jpg", "in/sub/d.jpg", "in/results/a.jpg.json", "out/e.jpg"} {
+		require.NoError(t, b.Put(t.Context(), k, strings.NewReader("x"), &storage.PutOptions{Size: 1}))
+	}
+	got := drain(t, Prefix(t.Context(), b, "in/", "in/results/"))
+	require.NoError(t, got.fatal)
+	want := []Item{item("in/a.jpg", 1), item("in/b c.jpg", 2), item("in/sub/d.jpg", 3)}
+	if diff := cmp.Diff(want, got.items); diff != "" {
+		t.Errorf("items (-want +got):\n%s", diff)
+	}
+
+	// A cancelled context ends the listing with a fatal error.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	got = drain(t, Prefix(ctx, b, ""))
+	require.ErrorIs(t, got.fatal, context.Canceled)
 }

@@ -61,8 +61,8 @@ type Config struct {
 	AppKey string
 	// HeaderStyle spells the credential headers. Default HeaderHyphen.
 	HeaderStyle HeaderStyle
-	// HTTPClient sends the requests. Default: a client with a pooled transport (64 idle
-	// connections per host). The Client uses a shallow copy whose CheckRedirect refuses
+	// HTTPClient sends the requests. Default: a client whose transport is
+	// http.DefaultTransport's with 64 idle connections per host and a 64 KiB write buffer. The Client uses a shallow copy whose CheckRedirect refuses
 	// redirects (a redirected POST would lose its body); its other fields are kept.
 	HTTPClient *http.Client
 	// Timeout bounds one Verify call, from sending the first byte to reading the whole

@@ -1,6 +1,7 @@
 package kairos
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -73,17 +74,26 @@ var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"", "\r", "%0D", "
 // "selfie", around the selfie's reader: head, then exactly size image bytes, then tail.
 // Its length is known before the first byte is read (Len). It records the first selfie
 // read error so that Verify can tell it from a transport failure.
+//
+// The transport may still read a request body after Do returns (it closes it
+// asynchronously). Verify calls detach before returning; from then on Read never touches
+// the caller's reader again, so the caller may close or reuse it at once.
 type multipartBody struct {
 	head   []byte
-	img    io.Reader
-	left   int64 // image bytes still to read
-	probed bool  // the extra-byte check after the image was done
+	left   int64   // image bytes still to read
+	probed bool    // the extra-byte check after the image was done
+	probe  [1]byte // its buffer (a field, so that it does not escape per call)
 	tail   string
 	size   int64 // total length
 
-	mu  sync.Mutex
-	err error // first selfie read error, wraps ErrSelfieRead
+	mu       sync.Mutex // guards img, err, detached
+	img      io.Reader
+	err      error // first selfie read error, wraps ErrSelfieRead
+	detached bool
 }
+
+// errDetached is returned by Read after Verify has returned.
+var errDetached = errors.New("kairos: request finished")
 
 // newMultipartBody frames s with the given boundary and threshold; tail must be
 // closingDelimiter(boundary). The framing matches what mime/multipart.Writer produces for
@@ -125,30 +135,12 @@ func (b *multipartBody) Read(p []byte) (int, error) {
 		b.head = b.head[n:]
 		return n, nil
 	}
-	if b.left > 0 {
-		if int64(len(p)) > b.left {
-			p = p[:b.left]
+	if b.left > 0 || !b.probed {
+		n, err := b.readImage(p)
+		if n > 0 || err != nil || b.left > 0 {
+			return n, err
 		}
-		n, err := b.img.Read(p)
-		b.left -= int64(n)
-		switch {
-		case err == io.EOF && b.left > 0:
-			return n, b.fail(fmt.Errorf("%w: %d bytes short of Selfie.Size: %w", ErrSelfieRead, b.left, io.ErrUnexpectedEOF))
-		case err != nil && err != io.EOF:
-			return n, b.fail(fmt.Errorf("%w: %w", ErrSelfieRead, err))
-		}
-		return n, nil
-	}
-	if !b.probed {
-		b.probed = true
-		var one [1]byte
-		n, err := io.ReadFull(b.img, one[:])
-		if n > 0 {
-			return 0, b.fail(fmt.Errorf("%w: longer than Selfie.Size", ErrSelfieRead))
-		}
-		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-			return 0, b.fail(fmt.Errorf("%w: %w", ErrSelfieRead, err))
-		}
+		// The image is complete and ends at Size: on to the tail.
 	}
 	if len(b.tail) > 0 {
 		n := copy(p, b.tail)
@@ -158,16 +150,51 @@ func (b *multipartBody) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// readImage reads the next image bytes, then checks that the image ends at Size.
+func (b *multipartBody) readImage(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.detached {
+		return 0, errDetached
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.left > 0 {
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+		n, err := b.img.Read(p)
+		b.left -= int64(n)
+		switch {
+		case err == io.EOF && b.left > 0:
+			b.err = fmt.Errorf("%w: %d bytes short of Selfie.Size: %w", ErrSelfieRead, b.left, io.ErrUnexpectedEOF)
+			return n, b.err
+		case err != nil && err != io.EOF:
+			b.err = fmt.Errorf("%w: %w", ErrSelfieRead, err)
+			return n, b.err
+		}
+		return n, nil
+	}
+	b.probed = true
+	n, err := io.ReadFull(b.img, b.probe[:])
+	switch {
+	case n > 0:
+		b.err = fmt.Errorf("%w: longer than Selfie.Size", ErrSelfieRead)
+	case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		b.err = fmt.Errorf("%w: %w", ErrSelfieRead, err)
+	}
+	return 0, b.err
+}
+
 // Close implements io.Closer for the transport; the selfie's reader is the caller's.
 func (b *multipartBody) Close() error { return nil }
 
-func (b *multipartBody) fail(err error) error {
+// detach stops all further reads of the selfie's reader. It waits for a read in progress.
+func (b *multipartBody) detach() {
 	b.mu.Lock()
-	if b.err == nil {
-		b.err = err
-	}
+	b.detached = true
 	b.mu.Unlock()
-	return err
 }
 
 // readErr returns the first selfie read error, or nil.

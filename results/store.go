@@ -49,7 +49,8 @@ type Store struct {
 	retention time.Duration // <= 0: forever
 }
 
-// New returns a Store, or an error naming the missing or bad Config field.
+// New returns a Store, or an error naming the missing or bad Config field. The Store
+// uses cfg.Redis and cfg.Bucket without owning them: closing them is the caller's job.
 func New(cfg Config) (*Store, error) {
 	if cfg.Redis == nil {
 		return nil, errors.New("results: Config.Redis is required")
@@ -163,34 +164,68 @@ end
 // Batch statistics are updated in one atomic script: a key already in the batch has its
 // result replaced and its counts moved, never counted twice.
 func (s *Store) Write(ctx context.Context, rec *Record) (WriteOutcome, error) {
-	if err := rec.Validate(); err != nil {
+	data, err := s.prepare(ctx, rec)
+	if err != nil {
 		return WriteOutcome{}, err
+	}
+	if err := s.bucket.Put(ctx, rec.Key+".json", bytes.NewReader(data),
+		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))}); err != nil {
+		return WriteOutcome{}, fmt.Errorf("write result %q to storage: %w", rec.Key, err)
+	}
+	return s.record(ctx, rec, data)
+}
+
+// prepare validates rec, fills its Previous and VerifiedAt, and returns its JSON.
+func (s *Store) prepare(ctx context.Context, rec *Record) ([]byte, error) {
+	if err := rec.Validate(); err != nil {
+		return nil, err
 	}
 	if rec.VerifiedAt.IsZero() {
 		rec.VerifiedAt = time.Now()
 	}
 	prev, err := s.previous(ctx, rec)
 	if err != nil {
-		return WriteOutcome{}, err
+		return nil, err
 	}
 	rec.Previous = prev
 	rec.normalize()
-	data, err := MarshalRecord(rec)
-	if err != nil {
-		return WriteOutcome{}, err
-	}
+	return MarshalRecord(rec)
+}
 
-	if err := s.bucket.Put(ctx, rec.Key+".json", bytes.NewReader(data),
-		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))}); err != nil {
-		return WriteOutcome{}, fmt.Errorf("write result %q to storage: %w", rec.Key, err)
+// record writes rec (encoded as data) to Redis in one round trip: its batch's statistics
+// (the write script, on the batch's slot) and the latest result of its key.
+func (s *Store) record(ctx context.Context, rec *Record, data []byte) (WriteOutcome, error) {
+	score := ""
+	if rec.Score != nil {
+		score = strconv.FormatFloat(*rec.Score, 'f', -1, 64)
 	}
+	var (
+		id      = rec.BatchID
+		keys    []string
+		args    []any
+		counted *redis.Cmd
+	)
+	pipe := s.rdb.Pipeline()
+	if id != "" {
+		keys = []string{BatchResultsKey(id), BatchCountsKey(id), BatchHistKey(id), BatchFlipsKey(id), BatchMetaKey(id)}
+		args = []any{rec.Key, data, s.ttlSeconds(), formatTime(time.Now()), id}
+		counted = pipe.EvalSha(ctx, writeScript.Hash(), keys, args...)
+	}
+	latest := pipe.HSet(ctx, ResultKey(rec.Key),
+		ResultFieldJSON, data,
+		ResultFieldStatus, string(rec.Status),
+		ResultFieldScore, score,
+		ResultFieldVerifiedAt, formatTime(rec.VerifiedAt),
+		ResultFieldBatchID, id,
+	)
+	_, _ = pipe.Exec(ctx) // each command's error is checked below
 
 	var out WriteOutcome
-	if rec.BatchID != "" {
-		id := rec.BatchID
-		keys := []string{BatchResultsKey(id), BatchCountsKey(id), BatchHistKey(id), BatchFlipsKey(id), BatchMetaKey(id)}
-		res, err := writeScript.Run(ctx, s.rdb, keys,
-			rec.Key, data, s.ttlSeconds(), formatTime(time.Now()), id).Int64Slice()
+	if counted != nil {
+		if redis.HasErrorPrefix(counted.Err(), "NOSCRIPT") {
+			counted = writeScript.Run(ctx, s.rdb, keys, args...) // loads the script
+		}
+		res, err := counted.Int64Slice()
 		if err != nil {
 			return WriteOutcome{}, fmt.Errorf("record result %q in batch %s: %w", rec.Key, id, err)
 		}
@@ -200,18 +235,7 @@ func (s *Store) Write(ctx context.Context, rec *Record) (WriteOutcome, error) {
 				Msg("result redelivered: replaced, not counted again")
 		}
 	}
-
-	score := ""
-	if rec.Score != nil {
-		score = strconv.FormatFloat(*rec.Score, 'f', -1, 64)
-	}
-	if err := s.rdb.HSet(ctx, ResultKey(rec.Key),
-		ResultFieldJSON, data,
-		ResultFieldStatus, string(rec.Status),
-		ResultFieldScore, score,
-		ResultFieldVerifiedAt, formatTime(rec.VerifiedAt),
-		ResultFieldBatchID, rec.BatchID,
-	).Err(); err != nil {
+	if err := latest.Err(); err != nil {
 		return out, fmt.Errorf("record latest result of %q: %w", rec.Key, err)
 	}
 	return out, nil

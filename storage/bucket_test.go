@@ -16,17 +16,22 @@ import (
 	"github.com/livenessq/livenessq/storage/storagetest"
 )
 
-func TestLocalConformance(t *testing.T) {
-	t.Parallel()
-	t.Logf("conformance suite against the local-directory driver")
-	storagetest.Run(t, newLocalBucket)
-}
-
-func TestS3Conformance(t *testing.T) {
-	t.Parallel()
-	srv := testenv.S3Server(t)
-	t.Logf("conformance suite against the S3 driver on versitygw at %s", srv.Endpoint)
-	storagetest.Run(t, newS3Bucket)
+// TestConformance runs the conformance suite against the local-directory driver, then
+// against the S3 driver on the test versitygw; within each, the tests run in parallel.
+// TestConformance itself is not parallel, so that the rest of the package's tests (all
+// parallel) wait for it: the suite's memory measurement, which reads the process's heap
+// statistics, then shares the process with nothing but the suite's own tests, which it
+// locks out while it measures.
+func TestConformance(t *testing.T) {
+	t.Run("local", func(t *testing.T) {
+		t.Logf("conformance suite against the local-directory driver")
+		storagetest.Run(t, newLocalBucket)
+	})
+	t.Run("s3", func(t *testing.T) {
+		srv := testenv.S3Server(t)
+		t.Logf("conformance suite against the S3 driver on versitygw at %s", srv.Endpoint)
+		storagetest.Run(t, newS3Bucket)
+	})
 }
 
 // newLocalBucket returns a Bucket over a new temporary directory.

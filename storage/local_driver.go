@@ -39,7 +39,8 @@ type LocalConfig struct {
 // the target's directory, then a rename). The ETag is derived from the file's size,
 // modification time (in nanoseconds, set by Put) and inode, so it changes whenever Put
 // replaces the content. The content type is guessed from the key's extension
-// (PutOptions.ContentType is not kept). A file and a directory cannot share a name, so
+// (PutOptions.ContentType is not kept). Put does not fsync (as go-cloud's fileblob): a
+// crash of the machine, not of the process, may lose the latest Puts. A file and a directory cannot share a name, so
 // "a" and "a/b" cannot both exist; Delete removes directories left empty.
 func NewLocal(cfg LocalConfig) (*Bucket, error) {
 	if cfg.Root == "" {
@@ -237,9 +238,6 @@ func (d *localDriver) put(ctx context.Context, key string, r io.Reader, opts Put
 	}
 	if opts.Size > 0 && n != opts.Size {
 		return d.errorf("put", key, nil, fmt.Errorf("content is %d bytes, not the %d given as its size", n, opts.Size))
-	}
-	if err = f.Sync(); err != nil {
-		return d.translate("put", key, err)
 	}
 	if err = f.Close(); err != nil {
 		return d.translate("put", key, err)

@@ -40,8 +40,12 @@ func OpenURL(ctx context.Context, rawURL string) (*Bucket, error) {
 		}
 		return nil, fmt.Errorf("storage: malformed storage URL: %v", err)
 	}
+	// Errors show the URL without its query (whose values could be anything, even a
+	// misplaced secret) and without a password.
+	shown := *u
+	shown.RawQuery, shown.ForceQuery = "", false
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("storage: bad storage URL %s: %s", u.Redacted(), fmt.Sprintf(format, args...))
+		return fmt.Errorf("storage: bad storage URL %s: %s", shown.Redacted(), fmt.Sprintf(format, args...))
 	}
 	switch scheme {
 	case "s3":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -237,15 +239,63 @@ func rootCAs(bundle string) (*x509.CertPool, error) {
 		if f.path == "" {
 			continue
 		}
-		pem, err := os.ReadFile(f.path)
+		certs, err := loadPEM(f.path)
 		if err != nil {
-			return nil, fmt.Errorf("storage: s3: read %s: %w", f.what, err)
+			return nil, fmt.Errorf("storage: s3: %s: %w", f.what, err)
 		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("storage: s3: %s %q holds no PEM certificate", f.what, f.path)
+		for _, c := range certs {
+			pool.AddCert(c)
 		}
 	}
 	return pool, nil
+}
+
+// pemCache keeps the certificates of the PEM files read, by path, size and modification
+// time: a bundle of the system's size takes a noticeable time to parse, and every NewS3
+// needs it.
+var pemCache sync.Map // pemKey → []*x509.Certificate
+
+type pemKey struct {
+	path string
+	size int64
+	mod  time.Time
+}
+
+// loadPEM returns the certificates of a PEM file, failing when it holds none.
+func loadPEM(path string) ([]*x509.Certificate, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	key := pemKey{path: path, size: fi.Size(), mod: fi.ModTime()}
+	if certs, ok := pemCache.Load(key); ok {
+		return certs.([]*x509.Certificate), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	var certs []*x509.Certificate
+	for len(data) > 0 {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			continue // as x509.CertPool.AppendCertsFromPEM does
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("CA bundle %q holds no PEM certificate", path)
+	}
+	pemCache.Store(key, certs)
+	return certs, nil
 }
 
 // scrub removes the explicit secret from a provider's message, should it ever echo it.
@@ -296,12 +346,13 @@ func (d *s3Driver) translate(ctx context.Context, op, key string, err error) err
 	switch {
 	case code == "NoSuchBucket":
 		sentinel = ErrBucketNotFound
-	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
-		sentinel = ErrNotFound
 	case code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" ||
 		code == "Forbidden" || code == "AllAccessDisabled" || code == "InvalidToken" ||
-		code == "ExpiredToken" || status == http.StatusForbidden:
+		code == "ExpiredToken" || code == "XAdminUserNotFound" || status == http.StatusForbidden:
+		// versitygw answers an unknown access key with 404 XAdminUserNotFound.
 		sentinel = ErrAccessDenied
+	case code == "NoSuchKey" || code == "NotFound" || (code == "" && status == http.StatusNotFound):
+		sentinel = ErrNotFound
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
 		sentinel = ErrChanged
 	}
@@ -330,13 +381,18 @@ func (d *s3Driver) createBucket(ctx context.Context) error {
 }
 
 func (d *s3Driver) get(ctx context.Context, key string, opts GetOptions) (*Reader, error) {
+	return d.getObject(ctx, "get", key, opts)
+}
+
+// getObject is get, with op naming the operation in errors.
+func (d *s3Driver) getObject(ctx context.Context, op, key string, opts GetOptions) (*Reader, error) {
 	in := &s3.GetObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)}
 	if opts.IfMatch != "" {
 		in.IfMatch = aws.String(`"` + opts.IfMatch + `"`)
 	}
 	out, err := d.client.GetObject(ctx, in)
 	if err != nil {
-		return nil, d.translate(ctx, "get", key, err)
+		return nil, d.translate(ctx, op, key, err)
 	}
 	return &Reader{
 		ReadCloser: out.Body,
@@ -347,7 +403,18 @@ func (d *s3Driver) get(ctx context.Context, key string, opts GetOptions) (*Reade
 func (d *s3Driver) stat(ctx context.Context, key string) (Attributes, error) {
 	out, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)})
 	if err != nil {
-		return Attributes{}, d.translate(ctx, "stat", key, err)
+		terr := d.translate(ctx, "stat", key, err)
+		if !errors.Is(terr, ErrNotFound) {
+			return Attributes{}, terr
+		}
+		// A HEAD response has no body, so its 404 does not say what is missing: the key,
+		// the bucket, or (on versitygw) the access key. GET's error body does.
+		r, err := d.getObject(ctx, "stat", key, GetOptions{})
+		if err != nil {
+			return Attributes{}, err
+		}
+		r.Close()
+		return r.Attributes, nil
 	}
 	return d.attrs(key, out.ContentLength, out.ETag, out.ContentType, out.LastModified), nil
 }
@@ -370,32 +437,172 @@ func (d *s3Driver) attrs(key string, size *int64, etag, contentType *string, mod
 	return a
 }
 
+// put picks the upload that keeps Put atomic even on servers that store a truncated body
+// when a connection drops (versitygw 1.8 does):
+//   - a seekable content goes in one PutObject whose payload is signed (SHA-256), so a
+//     cut transfer cannot match the signature;
+//   - a content of known size that cannot seek streams through a multipart upload, whose
+//     object exists only once the upload is completed (it is aborted on any error);
+//   - a content of unknown size is spooled (memory up to 64 KiB, then a temporary file),
+//     then sent as a seekable content.
 func (d *s3Driver) put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
-	size := opts.Size
-	if size <= 0 {
-		// Unknown size: S3 needs the length up front. Keep a small content in memory and
-		// spool a larger one to a temporary file, so that memory stays flat.
-		body, n, cleanup, err := spool(ctx, r)
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, cerr)
+	if rs, ok := r.(io.ReadSeeker); ok {
+		if n, err := remaining(rs); err == nil {
+			if opts.Size > 0 && n != opts.Size {
+				return fmt.Errorf("storage: put %q in s3 bucket %q: content is %d bytes, not the %d given as its size",
+					key, d.bucket, n, opts.Size)
 			}
-			return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, err)
+			return d.putObject(ctx, key, rs, n, opts.ContentType)
 		}
-		defer cleanup()
-		r, size = body, n
 	}
+	if opts.Size > 0 {
+		return d.putMultipart(ctx, key, r, opts.Size, opts.ContentType)
+	}
+	body, n, cleanup, err := spool(ctx, r)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, cerr)
+		}
+		return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, err)
+	}
+	defer cleanup()
+	return d.putObject(ctx, key, body, n, opts.ContentType)
+}
+
+// remaining returns the bytes left in rs from its current position.
+func remaining(rs io.ReadSeeker) (int64, error) {
+	cur, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	end, err := rs.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := rs.Seek(cur, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return end - cur, nil
+}
+
+// putObject sends a seekable content of n bytes in one signed PutObject.
+func (d *s3Driver) putObject(ctx context.Context, key string, body io.ReadSeeker, n int64, contentType string) error {
 	_, err := d.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(d.bucket),
 		Key:           aws.String(key),
-		Body:          r,
-		ContentLength: aws.Int64(size),
-		ContentType:   aws.String(opts.ContentType),
-	}, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
+		Body:          body,
+		ContentLength: aws.Int64(n),
+		ContentType:   aws.String(contentType),
+	})
 	if err != nil {
 		return d.translate(ctx, "put", key, err)
 	}
 	return nil
+}
+
+// maxPartSize is the largest part S3 accepts; maxObjectSize the largest object.
+const (
+	maxPartSize   = 5 << 30
+	maxObjectSize = 5 << 40
+)
+
+// putMultipart streams exactly size bytes of r through a multipart upload, in parts of
+// up to 5 GiB sent with an unsigned payload. The object appears only when the upload
+// completes; any failure aborts it.
+func (d *s3Driver) putMultipart(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
+	if size > maxObjectSize {
+		return fmt.Errorf("storage: put %q in s3 bucket %q: %d bytes is more than S3's 5 TiB limit", key, d.bucket, size)
+	}
+	created, err := d.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:      aws.String(d.bucket),
+		Key:         aws.String(key),
+		ContentType: aws.String(contentType),
+	})
+	if err != nil {
+		return d.translate(ctx, "put", key, err)
+	}
+	completed := false
+	defer func() {
+		if completed {
+			return
+		}
+		// Abort even when ctx has ended, so that the server drops the parts.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		d.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(d.bucket), Key: aws.String(key), UploadId: created.UploadId,
+		})
+	}()
+	src := &ctxReader{ctx: ctx, r: r}
+	var parts []types.CompletedPart
+	for num, left := int32(1), size; left > 0; num++ {
+		body := &exactReader{r: src, left: min(left, maxPartSize)}
+		n := body.left
+		out, err := d.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket:        aws.String(d.bucket),
+			Key:           aws.String(key),
+			UploadId:      created.UploadId,
+			PartNumber:    aws.Int32(num),
+			Body:          body,
+			ContentLength: aws.Int64(n),
+		}, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
+		if body.short {
+			return fmt.Errorf("storage: put %q in s3 bucket %q: content is %d bytes, shorter than the %d given as its size",
+				key, d.bucket, size-left+n-body.left, size)
+		}
+		if err != nil {
+			return d.translate(ctx, "put", key, err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
+		left -= n
+	}
+	// The content must end where its size says.
+	var one [1]byte
+	if n, _ := io.ReadFull(src, one[:]); n > 0 {
+		return fmt.Errorf("storage: put %q in s3 bucket %q: content is longer than the %d bytes given as its size",
+			key, d.bucket, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: put %q in s3 bucket %q: %w", key, d.bucket, err)
+	}
+	_, err = d.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          aws.String(d.bucket),
+		Key:             aws.String(key),
+		UploadId:        created.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return d.translate(ctx, "put", key, err)
+	}
+	completed = true
+	return nil
+}
+
+// exactReader gives exactly left bytes of r, and fails (rather than end) when r ends
+// sooner, so that an HTTP request never sends a short body as if it were whole.
+type exactReader struct {
+	r     io.Reader
+	left  int64
+	short bool
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF {
+		if e.left > 0 {
+			e.short = true
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	return n, err
 }
 
 // spool reads r to its end and returns a seekable copy of it with its length: in memory

@@ -416,13 +416,20 @@ func (b *Budget) renew(ctx context.Context) {
 	if len(lost) == 0 {
 		return
 	}
+	n := 0
 	b.mu.Lock()
 	for _, id := range lost {
-		delete(b.held, id)
+		if _, ok := b.held[id]; ok { // not released meanwhile
+			delete(b.held, id)
+			n++
+		}
 	}
 	b.mu.Unlock()
-	b.stats.LeasesLost.Add(int64(len(lost)))
-	b.log.Warn().Int("leases", len(lost)).Dur("lease_ttl", b.cfg.LeaseTTL).
+	if n == 0 {
+		return
+	}
+	b.stats.LeasesLost.Add(int64(n))
+	b.log.Warn().Int("leases", n).Dur("lease_ttl", b.cfg.LeaseTTL).
 		Msg("API budget leases expired before renewal (process stalled or Redis slow); their slots may be reused")
 }
 

@@ -135,7 +135,9 @@ func TestBudgetRateNeverExceedsLimit(t *testing.T) {
 			pace := p.base()
 			t.Logf("%d admissions in %v across 2 budgets × 10 goroutines (pace %.2f/s: %.1f%% of pace)",
 				len(times), run, pace, 100*float64(len(times))/(pace*run.Seconds()))
-			require.GreaterOrEqual(t, float64(len(times)), pace*run.Seconds()/2, "the limiter should admit at least half its pace")
+			// Not a speed assertion: a guard against a vacuous pass (a busy machine wakes
+			// waiters late, which costs rate, never correctness).
+			require.GreaterOrEqual(t, float64(len(times)), pace*run.Seconds()/4, "the limiter admitted almost nothing")
 			for _, w := range []time.Duration{time.Microsecond, time.Millisecond, 10 * time.Millisecond,
 				100 * time.Millisecond, 333 * time.Millisecond, time.Second, 1200 * time.Millisecond} {
 				got := budgetMaxInWindow(times, w)
@@ -161,7 +163,7 @@ func TestBudgetMaxInFlightAcrossProcesses(t *testing.T) {
 	for _, b := range []*Budget{bb.a, bb.b} {
 		for range 50 {
 			wg.Go(func() {
-				for range 6 {
+				for range 4 {
 					l, err := b.Acquire(bb.ctx)
 					if err != nil {
 						t.Errorf("Acquire: %v", err)
@@ -182,7 +184,7 @@ func TestBudgetMaxInFlightAcrossProcesses(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("%d calls, peak %d in flight (cap %d)", calls.Load(), peak.Load(), capacity)
-	require.Equal(t, int64(600), calls.Load())
+	require.Equal(t, int64(400), calls.Load())
 	require.LessOrEqual(t, peak.Load(), int64(capacity), "calls in flight exceeded MaxInFlight")
 	st, err := bb.a.State(bb.ctx)
 	require.NoError(t, err)
@@ -681,7 +683,8 @@ func TestBudgetRedisDown(t *testing.T) {
 		}
 	}
 	t.Cleanup(stop)
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port, DialTimeout: 500 * time.Millisecond})
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port, DialTimeout: 500 * time.Millisecond,
+		DialerRetries: 1, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -705,7 +708,8 @@ func TestBudgetRedisDown(t *testing.T) {
 
 func TestBudgetRedisUnreachable(t *testing.T) {
 	t.Parallel()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + budgetFreePort(t), DialTimeout: 200 * time.Millisecond})
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + budgetFreePort(t), DialTimeout: 200 * time.Millisecond,
+		DialerRetries: 1, MaxRetries: -1})
 	defer rdb.Close()
 	b, err := NewBudget(BudgetConfig{Redis: rdb, Rate: 10})
 	require.NoError(t, err)

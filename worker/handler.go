@@ -145,7 +145,7 @@ func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) e
 		Size:        img.Bytes,
 		Body:        img.Body,
 	})
-	if err != nil {
+	if err != nil || res == nil { // res is nil when call settled the record itself
 		return err
 	}
 	tk.verdict = &verdict{ETag: r.ETag, Result: *res}
@@ -203,7 +203,7 @@ func (w *Worker) call(ctx context.Context, tk *task, s kairos.Selfie) (*kairos.R
 		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrUsageLimited, err)}
 	case errors.Is(err, kairos.ErrUnauthorized):
 		w.pauseForCredentials(ctx, err)
-		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrServicePaused, err), delay: 30 * time.Second}
+		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrServicePaused, err), delay: min(30*time.Second, w.cfg.Retry.Cap)}
 	case kairos.IsRetryable(err):
 		return nil, &transient{err: fmt.Errorf("verify: %w", err), reason: callReason(err), retryAfter: kairos.RetryAfter(err)}
 	default:

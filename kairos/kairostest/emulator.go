@@ -277,8 +277,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveAdmin(w, r)
 		return
 	}
-	e.stats.begin()
-	status := e.serveAPI(w, r)
+	inFlight := e.stats.begin()
+	status := e.serveAPI(w, r, inFlight)
 	e.stats.end(status)
 }
 
@@ -290,10 +290,9 @@ type answer struct {
 	limit   bool // a usage-limit denial
 }
 
-func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) int {
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, inFlight int64) int {
 	st := e.cur.Load()
 	cfg := &st.cfg
-	inFlight := e.stats.inFlight.Load()
 
 	e.winMu.Lock()
 	now := cfg.Now()
@@ -481,8 +480,15 @@ func (e *Emulator) readRequest(w http.ResponseWriter, r *http.Request, cfg *Conf
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return nil, badRequest("the body must be multipart/form-data"), false
 	}
-	body := http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
-	mr := multipart.NewReader(body, params["boundary"])
+	// A large buffer under the multipart reader's small one: few, large reads from the
+	// connection.
+	br := bodyReaders.Get().(*bufio.Reader)
+	br.Reset(http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes))
+	defer func() {
+		br.Reset(nil)
+		bodyReaders.Put(br)
+	}()
+	mr := multipart.NewReader(br, params["boundary"])
 	v := &verdict{threshold: math.NaN()}
 	var haveThreshold, haveSelfie bool
 	var selfieAnswer *answer
@@ -537,6 +543,9 @@ func (e *Emulator) readRequest(w http.ResponseWriter, r *http.Request, cfg *Conf
 	}
 	return v, answer{}, true
 }
+
+// bodyReaders recycles the request body buffers.
+var bodyReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 
 func badRequest(msg string) answer {
 	return answer{status: http.StatusBadRequest, code: 2001, message: msg}

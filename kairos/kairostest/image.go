@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"image"
-	"image/color"
 	"image/jpeg"
 	"image/png"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -26,7 +26,7 @@ var baseImages sync.Map // imageKey → []byte
 
 // JPEG returns a valid w x h JPEG, deterministic for (w, h, seed); different seeds give
 // different bytes (the seed is in a comment segment), hence different emulator scores.
-// The pixels are a smooth colour gradient. It panics if w or h is not positive.
+// The pixels are a grey gradient with a darker ellipse. It panics if w or h is not positive.
 func JPEG(w, h int, seed int64) []byte {
 	return JPEGSized(w, h, seed, 0)
 }
@@ -101,7 +101,7 @@ func baseImage(k imageKey) []byte {
 	var err error
 	if k.png {
 		enc := png.Encoder{CompressionLevel: png.BestSpeed}
-		err = enc.Encode(&buf, toNRGBA(img))
+		err = enc.Encode(&buf, img)
 	} else {
 		err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: 80})
 	}
@@ -112,42 +112,27 @@ func baseImage(k imageKey) []byte {
 	return b.([]byte)
 }
 
-// gradient draws a smooth colour gradient with a darker ellipse, a face-like blob.
-func gradient(w, h int) *image.YCbCr {
-	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
+// gradient draws a grey horizontal gradient with a darker ellipse, a face-like blob. It
+// works in whole-row copies, which keeps it fast under the race detector.
+func gradient(w, h int) *image.Gray {
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	light, dark := make([]byte, w), make([]byte, w)
+	for x := range w {
+		light[x] = uint8(60 + 150*x/w)
+		dark[x] = light[x] - 40
+	}
 	cx, cy := w/2, h*2/5
 	rx, ry := max(1, w/5), max(1, h/4)
 	for y := range h {
-		row := img.Y[y*img.YStride:]
-		for x := range w {
-			v := 60 + (150*x)/w + (40*y)/h
-			dx, dy := (x-cx)*100/rx, (y-cy)*100/ry
-			if dx*dx+dy*dy < 10000 {
-				v -= 40
-			}
-			row[x] = uint8(v)
-		}
-	}
-	for y := range (h + 1) / 2 {
-		for x := range (w + 1) / 2 {
-			img.Cb[y*img.CStride+x] = uint8(110 + (30*x)/w)
-			img.Cr[y*img.CStride+x] = uint8(140 + (20*y)/h)
+		row := img.Pix[y*img.Stride : y*img.Stride+w]
+		copy(row, light)
+		// The ellipse's half-width on this row: sqrt(1 - dy²) * rx.
+		dy := float64(y-cy) / float64(ry)
+		if dy*dy < 1 {
+			half := int(math.Sqrt(1-dy*dy) * float64(rx))
+			x0, x1 := max(0, cx-half), min(w, cx+half)
+			copy(row[x0:x1], dark[x0:x1])
 		}
 	}
 	return img
-}
-
-// toNRGBA converts img without a per-pixel allocation (the PNG encoder is slow on YCbCr).
-func toNRGBA(img *image.YCbCr) *image.NRGBA {
-	b := img.Bounds()
-	out := image.NewNRGBA(b)
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			yi, ci := img.YOffset(x, y), img.COffset(x, y)
-			r, g, bl := color.YCbCrToRGB(img.Y[yi], img.Cb[ci], img.Cr[ci])
-			o := out.PixOffset(x, y)
-			out.Pix[o], out.Pix[o+1], out.Pix[o+2], out.Pix[o+3] = r, g, bl, 0xff
-		}
-	}
-	return out
 }

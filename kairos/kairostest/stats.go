@@ -33,13 +33,14 @@ type statsCounters struct {
 	limitDenials  atomic.Int64
 }
 
-// begin records a request arriving.
-func (c *statsCounters) begin() {
+// begin records a request arriving and returns the number now in flight, itself
+// included.
+func (c *statsCounters) begin() int64 {
 	n := c.inFlight.Add(1)
 	for {
 		m := c.maxConcurrent.Load()
 		if n <= m || c.maxConcurrent.CompareAndSwap(m, n) {
-			return
+			return n
 		}
 	}
 }
