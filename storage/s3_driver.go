@@ -70,13 +70,21 @@ const defaultListPageSize = 1000
 // spooling it to a temporary file.
 const unknownSizeBuffer = 64 << 10
 
-// NewS3 returns a Bucket over an S3 bucket, after applying cfg's defaults and checking
-// it. It makes no request unless cfg.CreateBucket is set. S3 errors are translated:
-// NoSuchKey (or 404) is ErrNotFound, NoSuchBucket ErrBucketNotFound, AccessDenied,
-// InvalidAccessKeyId, SignatureDoesNotMatch (or 403) ErrAccessDenied with the bucket
-// named, a failed IfMatch ErrChanged. The SDK's optional request and response checksums
-// are off (WhenRequired), as many S3-compatible servers reject them, and uploads stream
-// with an unsigned payload.
+// NewS3 returns a Bucket over an S3 bucket, after checking cfg and applying its
+// defaults. It makes no request unless cfg.CreateBucket is set.
+//
+// S3 errors are translated: NoSuchKey (or a 404 without a code, as HEAD gives) is
+// ErrNotFound, NoSuchBucket ErrBucketNotFound, AccessDenied, InvalidAccessKeyId,
+// SignatureDoesNotMatch, versitygw's XAdminUserNotFound or any 403 ErrAccessDenied, a
+// failed IfMatch ErrChanged; the message names the bucket and keeps the server's code and
+// message. The SDK's optional request and response checksums are off (WhenRequired), as
+// many S3-compatible servers reject them.
+//
+// Put keeps objects whole even on servers that store a truncated body when a connection
+// drops: a seekable content goes in one PutObject with a signed payload; a content of
+// known size that cannot seek streams through a multipart upload (unsigned parts of up to
+// 5 GiB), completed only once all of it has gone; a content of unknown size is spooled
+// to a temporary file first. Memory stays flat in every case.
 func NewS3(ctx context.Context, cfg S3Config) (*Bucket, error) {
 	d, err := newS3Driver(ctx, cfg)
 	if err != nil {

@@ -16,4 +16,6 @@ func (l asynqLogger) Warn(args ...any)  { l.log.Warn().Msg(strings.TrimSpace(fmt
 func (l asynqLogger) Error(args ...any) { l.log.Error().Msg(strings.TrimSpace(fmt.Sprint(args...))) }
 func (l asynqLogger) Fatal(args ...any) { l.log.Fatal().Msg(strings.TrimSpace(fmt.Sprint(args...))) }
 
-func containsFold(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}

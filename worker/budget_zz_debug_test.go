@@ -21,7 +21,7 @@ func TestBudgetZZMulti(t *testing.T) {
 	if os.Getenv("BUDGET_CHILD") != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: addr, DB: 7})
 		defer rdb.Close()
-		b, _ := NewBudget(BudgetConfig{Redis: rdb, Rate: 200, MaxInFlight: 64, LeaseTTL: 2 * time.Second})
+		b, _ := NewBudget(BudgetConfig{Redis: rdb, Rate: 200, MaxInFlight: 64, LeaseTTL: 2 * time.Second, Headroom: hr()})
 		b.Start(context.Background())
 		defer b.Shutdown(context.Background())
 		d, _ := time.ParseDuration(os.Getenv("BUDGET_CHILD"))
@@ -106,3 +106,5 @@ func TestBudgetZZMulti(t *testing.T) {
 	t.Logf("n=%d rate=%.2f/s (%.4f R) after-kill=%.2f/s max-in-1s=%d", len(times), float64(len(times)-1)/dur, float64(len(times)-1)/dur/200, float64(after)/afterDur, best)
 	_ = strconv.Itoa
 }
+
+func hr() time.Duration { d, _ := time.ParseDuration(os.Getenv("BUDGET_HR")); return d }

@@ -251,6 +251,12 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 	}
 	tk.rec.VerifiedAt = time.Now().UTC()
 	out, werr := w.cfg.Results.Write(ctx, &tk.rec)
+	if errors.Is(werr, storage.ErrInvalidKey) {
+		// No result can ever be stored under this key (e.g. too long with the results
+		// prefix): retrying cannot help. The task is archived, visible to the operator.
+		tk.log.Error().Err(werr).Msg("result cannot be stored under this key; task archived")
+		return fmt.Errorf("%w: write result: %v", asynq.SkipRetry, werr)
+	}
 	if werr != nil {
 		// The verdict, if any, is kept in Redis: the retry writes it without paying again.
 		tk.log.Warn().Err(werr).Msg("write result; will retry")

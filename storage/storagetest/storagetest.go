@@ -313,7 +313,7 @@ func testList2500(t *testing.T, b *storage.Bucket) {
 	require.True(t, slices.IsSorted(all), "keys are not in lexical order")
 }
 
-// putMany stores each key (with the key as content), 16 at a time.
+// putMany stores each key (with the key as content), 32 at a time.
 func putMany(t *testing.T, b *storage.Bucket, keys []string) {
 	t.Helper()
 	var (
@@ -322,7 +322,7 @@ func putMany(t *testing.T, b *storage.Bucket, keys []string) {
 		first error
 	)
 	work := make(chan string)
-	for range 16 {
+	for range 32 {
 		wg.Go(func() {
 			for k := range work {
 				err := b.Put(context.Background(), k, strings.NewReader(k), &storage.PutOptions{Size: int64(len(k))})
