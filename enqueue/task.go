@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -161,11 +162,13 @@ func NewVerifyTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("new verify task: %w", err)
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // storage URLs stay readable in asynq's tools
+	if err := enc.Encode(p); err != nil {
 		return nil, fmt.Errorf("new verify task: encode payload: %w", err)
 	}
-	return asynq.NewTask(TaskType, b, opts...), nil
+	return asynq.NewTask(TaskType, bytes.TrimSuffix(buf.Bytes(), []byte("\n")), opts...), nil
 }
 
 // ParsePayload reads a TaskType payload strictly: it must be one JSON object of version

@@ -19,7 +19,8 @@
 //
 // Errors are portable: a missing object is errors.Is(err, ErrNotFound), refused
 // credentials or permissions ErrAccessDenied (the message names the bucket), an ETag
-// mismatch ErrChanged, an object over Get's byte cap ErrTooLarge, a bad key ErrInvalidKey.
+// mismatch ErrChanged, an object over Get's byte cap ErrTooLarge, a bad key ErrInvalidKey,
+// a missing S3 bucket ErrBucketNotFound (never ErrNotFound).
 // Errors of an operation stopped by its context also match ctx.Err(). Provider error types
 // never reach callers; the provider's message is kept in the error text.
 //

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	mrand "math/rand/v2"
 	"strconv"
 	"sync"
@@ -319,7 +320,7 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 		pacing:   p,
 		tolUS:    p.tolerance().Microseconds(),
 		instance: hex.EncodeToString(inst[:]),
-		turn:     make(chan struct{}, 1),
+		turn:     make(chan struct{}, budgetHeads()),
 		held:     make(map[string]*Lease),
 	}
 	if base := p.base(); !math.IsInf(base, 1) {
@@ -541,6 +542,7 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 	defer func() { <-b.turn }()
 
 	id := b.newLeaseID()
+	var target time.Time
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -552,6 +554,14 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 			return nil, err
 		}
 		a, err := b.try(ctx, id)
+		if budgetDebugHook != nil && err == nil {
+			budgetDebugHook(a, target)
+		}
+		if err == nil && a.code == budgetDeniedRate {
+			target = a.now.Add(a.wait)
+		} else {
+			target = time.Time{}
+		}
 		if err != nil {
 			b.stats.Unavailable.Add(1)
 			return nil, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
@@ -623,6 +633,9 @@ func (b *Budget) waitFor(a budgetAttempt) time.Duration {
 	case budgetDeniedRate:
 		b.stats.DeniedRate.Add(1)
 		jit = min(jit, b.cfg.Headroom/2)
+		if os.Getenv("BUDGET_NOJIT") != "" {
+			jit = 0
+		}
 	case budgetDeniedConc:
 		b.stats.DeniedConcurrency.Add(1)
 	case budgetDeniedCool:
@@ -720,3 +733,12 @@ func (b *Budget) release(ctx context.Context, l *Lease, outcome Outcome, o budge
 	}
 	return nil
 }
+
+func budgetHeads() int {
+	if n, _ := strconv.Atoi(os.Getenv("BUDGET_HEADS")); n > 0 {
+		return n
+	}
+	return 1
+}
+
+var budgetDebugHook func(a budgetAttempt, target time.Time)

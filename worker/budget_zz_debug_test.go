@@ -24,6 +24,23 @@ func TestBudgetZZMulti(t *testing.T) {
 		b, _ := NewBudget(BudgetConfig{Redis: rdb, Rate: 200, MaxInFlight: 64, LeaseTTL: 2 * time.Second, Headroom: hr()})
 		b.Start(context.Background())
 		defer b.Shutdown(context.Background())
+		var lmu sync.Mutex
+		var late []time.Duration
+		var rtts []time.Duration
+		budgetDebugHook = func(a budgetAttempt, target time.Time) {
+			if !target.IsZero() {
+				lmu.Lock()
+				late = append(late, a.now.Sub(target))
+				lmu.Unlock()
+			}
+		}
+		defer func() {
+			slices.Sort(late)
+			if len(late) > 0 {
+				fmt.Fprintf(os.Stderr, "late n=%d p50=%v p90=%v p99=%v max=%v\n", len(late), late[len(late)/2], late[len(late)*9/10], late[len(late)*99/100], late[len(late)-1])
+			}
+			_ = rtts
+		}()
 		d, _ := time.ParseDuration(os.Getenv("BUDGET_CHILD"))
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -64,6 +81,7 @@ func TestBudgetZZMulti(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=TestBudgetZZMulti$")
 		cmd.Env = append(os.Environ(), "BUDGET_CHILD="+run.String())
 		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
 		cmd.Start()
 		cmds = append(cmds, cmd)
 		wg.Go(func() {

@@ -44,7 +44,7 @@ func runStatus(ctx context.Context, env *environ, args []string) error {
 	fs := newFlagSet(env, "status", "[--batch ID] [--watch [--interval D]] [--json]")
 	f.registerConnection(fs)
 	fs.StringVar(&f.batch, "batch", "", "show one batch in detail: counts, flips and the score histogram")
-	fs.bindEnv("batch", "LIVENESSQ_STATUS_BATCH")
+	fs.bindEnv("batch", "LIVENESSQ_BATCH")
 	fs.IntVar(&f.batches, "batches", 10, "how many recent batches to list (0: all)")
 	fs.bindEnv("batches", "LIVENESSQ_STATUS_BATCHES")
 	fs.BoolVar(&f.watch, "watch", false, "redraw every --interval until interrupted (with --json: one document a line)")
@@ -52,7 +52,7 @@ func runStatus(ctx context.Context, env *environ, args []string) error {
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "redraw interval of --watch")
 	fs.bindEnv("interval", "LIVENESSQ_STATUS_INTERVAL")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document (snake_case fields) instead of text")
-	fs.bindEnv("json", "LIVENESSQ_STATUS_JSON")
+	fs.bindEnv("json", "LIVENESSQ_JSON")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -150,10 +150,10 @@ func splitQueues(s string) ([]string, error) {
 // statusReport is the document `livenessq status --json` prints. Its field names are a
 // contract for scripts: add fields, never rename them.
 type statusReport struct {
-	Time    time.Time      `json:"time"`
-	Queues  []queueStatus  `json:"queues"`
-	Budget  budgetStatus   `json:"budget"`
-	Batches []batchStatus  `json:"batches"`
+	Time    time.Time     `json:"time"`
+	Queues  []queueStatus `json:"queues"`
+	Budget  budgetStatus  `json:"budget"`
+	Batches []batchStatus `json:"batches"`
 }
 
 // queueStatus is one asynq queue.
@@ -507,7 +507,9 @@ func countsLine(c map[results.Status]int64) string {
 
 func writeBatchText(w io.Writer, b *batchStatus) {
 	fmt.Fprintf(w, "Batch %s\n", b.ID)
-	kv := func(k, format string, args ...any) { fmt.Fprintf(w, "  %-11s "+format+"\n", append([]any{k}, args...)...) }
+	kv := func(k, format string, args ...any) {
+		fmt.Fprintf(w, "  %-11s "+format+"\n", append([]any{k}, args...)...)
+	}
 	if b.Source != "" {
 		kv("source", "%s", b.Source)
 	}
