@@ -34,8 +34,10 @@ const (
 	// behind: they are updated after this many tasks or this long, whichever is first.
 	flushEvery    = 500
 	flushInterval = 250 * time.Millisecond
-	// finalTimeout bounds the last counter update of a run whose context has ended.
-	finalTimeout = 5 * time.Second
+	// finalAttempts and finalTimeout bound the last counter update of a run, which is
+	// made even when its context has ended.
+	finalAttempts = 4
+	finalTimeout  = 5 * time.Second
 )
 
 // ErrClosed is returned by a Client's methods after Close.
@@ -229,7 +231,7 @@ type Summary struct {
 // is called from one goroutine at a time as the counters are updated, and once at the
 // end. Memory does not grow with the number of items.
 func (c *Client) Enqueue(ctx context.Context, b Batch, src Source, progress func(Progress)) (Summary, error) {
-	return c.run(ctx, b, src, progress, false)
+	return c.run(ctx, b, src, progress, runOptions{level: zerolog.InfoLevel})
 }
 
 // EnqueueOne enqueues one verification of key in the storage at storageURL, with
@@ -248,7 +250,7 @@ func (c *Client) EnqueueOne(ctx context.Context, storageURL, key string, thresho
 		}
 	}
 	b := Batch{ID: batchID, Storage: storageURL, Source: "single key", Threshold: threshold}
-	sum, err := c.run(ctx, b, Keys(key), nil, true)
+	sum, err := c.run(ctx, b, Keys(key), nil, runOptions{finishIfCreated: true, level: zerolog.DebugLevel})
 	if err != nil {
 		return "", sum.BatchID, err
 	}
@@ -258,9 +260,16 @@ func (c *Client) EnqueueOne(ctx context.Context, storageURL, key string, thresho
 	return TaskID(sum.BatchID, storageURL, key), sum.BatchID, nil
 }
 
-// run is Enqueue; finishIfCreated marks the batch fully enqueued only when this run
-// created it (EnqueueOne).
-func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Progress), finishIfCreated bool) (Summary, error) {
+// runOptions vary a run between Enqueue and EnqueueOne.
+type runOptions struct {
+	// finishIfCreated marks the batch fully enqueued only when the run created it.
+	finishIfCreated bool
+	// level is the level of the run's start and end events.
+	level zerolog.Level
+}
+
+// run is Enqueue and EnqueueOne.
+func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Progress), o runOptions) (Summary, error) {
 	start := time.Now()
 	sum := Summary{BatchID: b.ID}
 	if c.closed.Load() {
@@ -296,7 +305,7 @@ func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Pro
 	}
 	sum.Created = created
 	log := c.log.With().Str("batch_id", b.ID).Logger()
-	log.Info().Str("source", b.Source).Str("storage", b.Storage).Bool("resumed", !created).Msg("enqueue started")
+	log.WithLevel(o.level).Str("source", b.Source).Str("storage", b.Storage).Bool("resumed", !created).Msg("enqueue started")
 
 	r := &runState{c: c, b: b, start: start, log: log, progress: progress, kick: make(chan struct{}, 1)}
 	err = r.do(ctx, src)
@@ -304,7 +313,7 @@ func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Pro
 	sum.Enqueued, sum.Duplicates, sum.Malformed = r.enqueued.Load(), r.duplicates.Load(), r.malformed.Load()
 	sum.Errors = r.errs
 	slices.SortStableFunc(sum.Errors, func(a, b RowError) int { return a.Line - b.Line })
-	if err == nil && (created || !finishIfCreated) {
+	if err == nil && (created || !o.finishIfCreated) {
 		sum.Completed, err = c.batches.FinishEnqueue(ctx, b.ID)
 		if err != nil {
 			err = fmt.Errorf("enqueue batch %s: %w", b.ID, err)
@@ -312,7 +321,7 @@ func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Pro
 		sum.Finished = err == nil
 	}
 	sum.Duration = time.Since(start)
-	ev := log.Info()
+	ev := log.WithLevel(o.level)
 	if err != nil {
 		ev = log.Warn().Err(err)
 	}
@@ -425,7 +434,19 @@ read:
 	// tasks of this run as duplicates.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(parent), finalTimeout)
 	defer fcancel()
-	_, _, ferr := r.flush(fctx)
+	var ferr error
+	for attempt := range finalAttempts {
+		if _, _, ferr = r.flush(fctx); ferr == nil {
+			break
+		}
+		r.log.Warn().Err(ferr).Msg("update batch counters")
+		if attempt+1 < finalAttempts {
+			select {
+			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			case <-fctx.Done():
+			}
+		}
+	}
 	if ferr != nil {
 		ferr = fmt.Errorf("enqueue batch %s: %w", r.b.ID, ferr)
 	}

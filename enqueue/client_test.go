@@ -1,7 +1,9 @@
 package enqueue
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -9,12 +11,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/livenessq/livenessq/internal/testenv"
@@ -271,6 +275,59 @@ func TestEnqueueManifestWithMalformedRows(t *testing.T) {
 	require.Equal(t, int64(5), rec.Malformed)
 }
 
+// flakyBatches is the real results.Store whose next AddEnqueued calls fail.
+type flakyBatches struct {
+	*results.Store
+	failures atomic.Int32
+}
+
+func (f *flakyBatches) AddEnqueued(ctx context.Context, id string, enqueued, duplicates, malformed int64) error {
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("injected AddEnqueued failure")
+	}
+	return f.Store.AddEnqueued(ctx, id, enqueued, duplicates, malformed)
+}
+
+func TestEnqueueCounterUpdateFailuresAreRetried(t *testing.T) {
+	var flaky *flakyBatches
+	var logs bytes.Buffer
+	tb := setup(t, func(c *Config) {
+		flaky = &flakyBatches{Store: c.Batches.(*results.Store)}
+		flaky.failures.Store(finalAttempts - 1) // the last update is tried finalAttempts times
+		c.Batches = flaky
+		c.Logger = zerolog.New(&logs)
+	})
+	sum, err := tb.client.Enqueue(tb.ctx, Batch{ID: "flaky", Storage: tb.storage}, numbered(3000), nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(3000), sum.Enqueued)
+	require.Equal(t, int64(3000), tb.batch(t, "flaky").Enqueued, "nothing lost, nothing counted twice")
+	require.Contains(t, logs.String(), "injected AddEnqueued failure")
+}
+
+func TestEnqueueLogs(t *testing.T) {
+	var logs bytes.Buffer
+	tb := setup(t, func(c *Config) { c.Logger = zerolog.New(&logs) })
+	_, err := tb.client.Enqueue(tb.ctx, Batch{ID: "logs", Storage: tb.storage, Source: "manifest m.csv"},
+		Manifest(strings.NewReader("key,threshold\na,2\nb,\n"), ManifestAuto), nil)
+	require.NoError(t, err)
+	var events []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &ev), line)
+		require.Equal(t, "logs", ev["batch_id"], "every event names the batch")
+		delete(ev, "duration")
+		events = append(events, ev)
+	}
+	want := []map[string]any{
+		{"level": "info", "batch_id": "logs", "source": "manifest m.csv", "storage": tb.storage, "resumed": false, "message": "enqueue started"},
+		{"level": "warn", "batch_id": "logs", "line": 2.0, "key": "a", "error": "threshold must be a number in [0, 1], got 2", "message": "row skipped"},
+		{"level": "info", "batch_id": "logs", "enqueued": 1.0, "duplicates": 0.0, "malformed": 1.0, "finished": true, "message": "enqueue ended"},
+	}
+	if diff := cmp.Diff(want, events); diff != "" {
+		t.Errorf("log events (-want +got):\n%s", diff)
+	}
+}
+
 func TestEnqueueCapsReportedErrors(t *testing.T) {
 	tb := setup(t)
 	var sb strings.Builder
@@ -457,7 +514,8 @@ func testRedisClient() redis.UniversalClient {
 }
 
 func TestEnqueuePrefixS3(t *testing.T) {
-	tb := setup(t)
+	var logs bytes.Buffer
+	tb := setup(t, func(c *Config) { c.Logger = zerolog.New(&logs) })
 	srv := testenv.S3Server(t)
 	bucket, err := storage.NewS3(tb.ctx, storage.S3Config{
 		Bucket: testenv.BucketName(t), Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true,
@@ -493,6 +551,8 @@ func TestEnqueuePrefixS3(t *testing.T) {
 		break
 	}
 	require.NotContains(t, bucket.URL(), srv.SecretKey)
+	require.Contains(t, logs.String(), "enqueue ended")
+	require.NotContains(t, logs.String(), srv.SecretKey)
 	require.Equal(t, int64(n), tb.batch(t, "prefix").Enqueued)
 }
 

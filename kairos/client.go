@@ -141,6 +141,10 @@ func (c *Client) Verify(ctx context.Context, s Selfie, threshold float64) (*Resu
 	}
 	defer resp.Body.Close()
 	rid := resp.Header.Get("X-Request-ID")
+	if rerr := body.readErr(); rerr != nil {
+		// The answer is about a truncated upload, not about the image.
+		return nil, fmt.Errorf("kairos: upload %q (answered %d, request id %q): %w", s.fileName(), resp.StatusCode, rid, rerr)
+	}
 
 	if resp.StatusCode != http.StatusOK {
 		bp, _, _ := readBody(resp.Body, maxErrorBody)

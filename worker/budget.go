@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	mrand "math/rand/v2"
 	"strconv"
 	"sync"
@@ -115,9 +114,11 @@ type BudgetConfig struct {
 	// QuotaPeriod before and after. Default (zero): midnight UTC.
 	QuotaResetAt time.Time
 
-	// Jitter bounds the random extra wait a caller adds when it is not admitted, so
-	// that processes do not retry in lockstep; default 5 ms. It never exceeds half
-	// the wait, nor half of Headroom for a rate wait, so it costs no capacity.
+	// Jitter bounds the random extra wait a caller adds when it is refused for
+	// concurrency, cooldown or quota, so that processes do not retry in lockstep;
+	// default 5 ms, never more than half the wait. A rate refusal is waited exactly:
+	// the GCRA answers with the moment capacity frees, and arriving late would waste
+	// it (callers reaching Redis together is harmless: the script serializes them).
 	Jitter time.Duration
 
 	// Logger receives cooldown, pause and lost-lease events; default: no logging.
@@ -320,7 +321,7 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 		pacing:   p,
 		tolUS:    p.tolerance().Microseconds(),
 		instance: hex.EncodeToString(inst[:]),
-		turn:     make(chan struct{}, budgetHeads()),
+		turn:     make(chan struct{}, 1),
 		held:     make(map[string]*Lease),
 	}
 	if base := p.base(); !math.IsInf(base, 1) {
@@ -542,7 +543,6 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 	defer func() { <-b.turn }()
 
 	id := b.newLeaseID()
-	var target time.Time
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -554,14 +554,6 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 			return nil, err
 		}
 		a, err := b.try(ctx, id)
-		if budgetDebugHook != nil && err == nil {
-			budgetDebugHook(a, target)
-		}
-		if err == nil && a.code == budgetDeniedRate {
-			target = a.now.Add(a.wait)
-		} else {
-			target = time.Time{}
-		}
 		if err != nil {
 			b.stats.Unavailable.Add(1)
 			return nil, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
@@ -632,10 +624,7 @@ func (b *Budget) waitFor(a budgetAttempt) time.Duration {
 	switch a.code {
 	case budgetDeniedRate:
 		b.stats.DeniedRate.Add(1)
-		jit = min(jit, b.cfg.Headroom/2)
-		if os.Getenv("BUDGET_NOJIT") != "" {
-			jit = 0
-		}
+		jit = 0 // exact: the GCRA's answer is the moment capacity frees; arriving late wastes it
 	case budgetDeniedConc:
 		b.stats.DeniedConcurrency.Add(1)
 	case budgetDeniedCool:
@@ -733,12 +722,3 @@ func (b *Budget) release(ctx context.Context, l *Lease, outcome Outcome, o budge
 	}
 	return nil
 }
-
-func budgetHeads() int {
-	if n, _ := strconv.Atoi(os.Getenv("BUDGET_HEADS")); n > 0 {
-		return n
-	}
-	return 1
-}
-
-var budgetDebugHook func(a budgetAttempt, target time.Time)

@@ -129,7 +129,7 @@ func resultsSkip(src, res *storage.Bucket, explicit bool) []string {
 }
 
 // optionalString is a string flag that records whether it was given, so that
-// `--prefix ''` (everything) differs from no --prefix.
+// `--prefix ”` (everything) differs from no --prefix.
 type optionalString struct {
 	value string
 	set   bool
@@ -281,11 +281,6 @@ func runEnqueue(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, c.redisURL)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
 	if err != nil {
 		return err
@@ -297,6 +292,11 @@ func runEnqueue(ctx context.Context, env *environ, args []string) error {
 		return err
 	}
 	defer opened.close()
+	rdb, err := openRedis(ctx, c.redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
 	store, err := newResults(rdb, res, logger)
 	if err != nil {
 		return err
