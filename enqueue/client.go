@@ -180,37 +180,41 @@ type Batch struct {
 
 // Progress is a snapshot of a running enqueue.
 type Progress struct {
-	BatchID string
+	BatchID string `json:"batch_id"`
 	// Read counts the source's items and row errors so far.
-	Read int64
+	Read int64 `json:"read"`
 	// Enqueued counts new tasks; Duplicates, tasks that were already queued; Malformed,
 	// rows that could not be enqueued.
-	Enqueued, Duplicates, Malformed int64
-	// Elapsed is the time since the run started.
-	Elapsed time.Duration
+	Enqueued   int64 `json:"enqueued"`
+	Duplicates int64 `json:"duplicates"`
+	Malformed  int64 `json:"malformed"`
+	// Elapsed is the time since the run started (JSON: nanoseconds).
+	Elapsed time.Duration `json:"elapsed_ns"`
 }
 
 // Summary is the outcome of an enqueue run.
 type Summary struct {
 	// BatchID is the run's batch, generated when Batch.ID was empty.
-	BatchID string
+	BatchID string `json:"batch_id"`
 	// Created is true when this run created the batch record, false when it resumed an
 	// existing batch.
-	Created bool
+	Created bool `json:"created"`
 	// Enqueued counts new tasks; Duplicates, tasks that were already queued (a re-run,
 	// or a key listed twice); Malformed, rows that could not be enqueued.
-	Enqueued, Duplicates, Malformed int64
+	Enqueued   int64 `json:"enqueued"`
+	Duplicates int64 `json:"duplicates"`
+	Malformed  int64 `json:"malformed"`
 	// Errors lists the first MaxReportedErrors row errors, by line; Malformed counts all.
-	Errors []RowError
+	Errors []RowError `json:"errors,omitempty"`
 	// Finished is true when the whole source was enqueued and the batch marked so
 	// (results.Store.FinishEnqueue); false when the run stopped early.
-	Finished bool
+	Finished bool `json:"finished"`
 	// Completed is true when, as enqueueing finished, every task of the batch already had
 	// its result: then no worker will see the batch complete, and whoever delivers the
 	// completion callback must do it now.
-	Completed bool
-	// Duration is the run's wall time.
-	Duration time.Duration
+	Completed bool `json:"completed"`
+	// Duration is the run's wall time (JSON: nanoseconds).
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // Enqueue enqueues every item of src as a verification task of batch b, InFlight at a

@@ -304,6 +304,38 @@ func TestEnqueueCounterUpdateFailuresAreRetried(t *testing.T) {
 	require.Contains(t, logs.String(), "injected AddEnqueued failure")
 }
 
+// failingRedis is the real Redis whose EVALSHA fails after the first ok calls.
+type failingRedis struct {
+	redis.UniversalClient
+	ok atomic.Int64
+}
+
+func (f *failingRedis) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if f.ok.Add(-1) < 0 {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errors.New("injected Redis failure"))
+		return cmd
+	}
+	return f.UniversalClient.EvalSha(ctx, sha, keys, args...)
+}
+
+func TestEnqueueStopsOnRedisError(t *testing.T) {
+	tb := setup(t, func(c *Config) {
+		f := &failingRedis{UniversalClient: c.Redis}
+		f.ok.Store(100)
+		c.Redis = f
+	})
+	tb.client.senders = 0 // asynq calls failingRedis.EvalSha itself
+	sum, err := tb.client.Enqueue(tb.ctx, Batch{ID: "down", Storage: tb.storage}, numbered(5000), nil)
+	require.ErrorContains(t, err, "injected Redis failure")
+	require.False(t, sum.Finished)
+	require.LessOrEqual(t, sum.Enqueued, int64(100))
+	rec := tb.batch(t, "down")
+	require.False(t, rec.EnqueueDone)
+	require.Equal(t, sum.Enqueued, rec.Enqueued)
+	require.Len(t, tb.tasks(t), int(sum.Enqueued))
+}
+
 func TestEnqueueLogs(t *testing.T) {
 	var logs bytes.Buffer
 	tb := setup(t, func(c *Config) { c.Logger = zerolog.New(&logs) })
@@ -560,7 +592,7 @@ func TestEnqueuePrefixS3(t *testing.T) {
 func putAll(t testing.TB, b *storage.Bucket, keys []string) {
 	t.Helper()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 64)
 	errs := make(chan error, len(keys))
 	for _, k := range keys {
 		sem <- struct{}{}

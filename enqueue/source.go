@@ -55,6 +55,20 @@ func (e *RowError) Error() string {
 // Unwrap returns the cause.
 func (e *RowError) Unwrap() error { return e.Err }
 
+// MarshalJSON writes {"line": N, "key": "...", "error": "..."}, the key omitted when
+// unknown.
+func (e RowError) MarshalJSON() ([]byte, error) {
+	msg := ""
+	if e.Err != nil {
+		msg = e.Err.Error()
+	}
+	return json.Marshal(struct {
+		Line  int    `json:"line"`
+		Key   string `json:"key,omitempty"`
+		Error string `json:"error"`
+	}{e.Line, e.Key, msg})
+}
+
 // ErrBadManifest: a manifest cannot be read at all (e.g. a CSV header without a "key"
 // column). Row-level problems are *RowError instead.
 var ErrBadManifest = errors.New("enqueue: bad manifest")
@@ -114,31 +128,68 @@ func KeysReader(r io.Reader) Source {
 	}
 }
 
+// prefixReadAhead is how many listed keys Prefix holds while they wait to be enqueued:
+// about two pages of an S3 listing, so that the next page is being fetched while the
+// last one is enqueued.
+const prefixReadAhead = 2048
+
 // Prefix returns a Source over the keys of b that start with prefix ("" for all), as the
-// listing streams them page by page, so that listing and enqueueing overlap and memory
-// stays flat for millions of keys. Keys starting with any of skip (e.g. the "results/"
-// prefix when results are written to the same bucket) and directory markers (keys ending
-// in "/") are left out. Line is the position of the key among those yielded, from 1. A
-// listing error is fatal; ctx bounds the listing (pass the one given to Enqueue).
+// listing streams them page by page. The listing runs ahead of the consumer by at most
+// a couple of pages, so that listing and enqueueing overlap and memory stays flat for
+// millions of keys. Keys starting with any of skip (e.g. the "results/" prefix when
+// results are written to the same bucket) and directory markers (keys ending in "/")
+// are left out. Line is the position of the key among those yielded, from 1. A listing
+// error is fatal; ctx bounds the listing (pass the one given to Enqueue). Stopping the
+// range stops the listing.
 func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...string) Source {
 	return func(yield func(Item, error) bool) {
-		n := 0
-	keys:
-		for a, err := range b.List(ctx, prefix) {
-			if err != nil {
-				yield(Item{}, fmt.Errorf("list %q: %w", prefix, err))
-				return
-			}
-			if strings.HasSuffix(a.Key, "/") {
-				continue
-			}
-			for _, s := range skip {
-				if s != "" && strings.HasPrefix(a.Key, s) {
-					continue keys
+		type listed struct {
+			key string
+			err error
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		ch := make(chan listed, prefixReadAhead)
+		go func() {
+			defer close(ch)
+		keys:
+			for a, err := range b.List(lctx, prefix) {
+				var l listed
+				switch {
+				case err != nil:
+					l.err = fmt.Errorf("list %q: %w", prefix, err)
+				case strings.HasSuffix(a.Key, "/"):
+					continue
+				default:
+					for _, s := range skip {
+						if s != "" && strings.HasPrefix(a.Key, s) {
+							continue keys
+						}
+					}
+					l.key = a.Key
+				}
+				select {
+				case ch <- l:
+				case <-lctx.Done():
+					return
+				}
+				if err != nil {
+					return
 				}
 			}
+		}()
+		defer func() {
+			cancel()
+			for range ch { // let the lister end
+			}
+		}()
+		n := 0
+		for l := range ch {
+			if l.err != nil {
+				yield(Item{}, l.err)
+				return
+			}
 			n++
-			if !yield(Item{Key: a.Key, Line: n}, nil) {
+			if !yield(Item{Key: l.key, Line: n}, nil) {
 				return
 			}
 		}

@@ -2,7 +2,9 @@ package enqueue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -214,6 +216,16 @@ func TestRowErrorMessages(t *testing.T) {
 	}
 }
 
+func TestRowErrorJSON(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal([]RowError{
+		{Line: 3, Key: "a.jpg", Err: fmt.Errorf("%w, got 2", ErrBadThreshold)},
+		{Line: 4, Err: errors.New("missing key")},
+	})
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"line":3,"key":"a.jpg","error":"threshold must be a number in [0, 1], got 2"},{"line":4,"error":"missing key"}]`, string(b))
+}
+
 func TestSourceStopsEarly(t *testing.T) {
 	t.Parallel()
 	for _, src := range []Source{
@@ -303,6 +315,14 @@ func TestPrefixLocal(t *testing.T) {
 	if diff := cmp.Diff(want, got.items); diff != "" {
 		t.Errorf("items (-want +got):\n%s", diff)
 	}
+
+	// Stopping early stops the listing.
+	n := 0
+	for range Prefix(t.Context(), b, "") {
+		n++
+		break
+	}
+	require.Equal(t, 1, n)
 
 	// A cancelled context ends the listing with a fatal error.
 	ctx, cancel := context.WithCancel(t.Context())

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/livenessq/livenessq/enqueue"
 )
 
 // Errors returned by this package; callers use errors.Is.
@@ -20,9 +22,9 @@ var (
 	// may not reach (loopback, private, link-local, ...) while private addresses are not
 	// allowed.
 	ErrCallbackAddress = errors.New("callback address not allowed")
-	// ErrInvalidKey: a key the API refuses: see enqueue.ValidateKey, plus no leading "/"
-	// and no "." or ".." segment.
-	ErrInvalidKey = errors.New("invalid key")
+	// ErrInvalidKey: a key the API refuses (see CheckKey). It is enqueue.ErrBadKey, so
+	// that either name matches every refused key.
+	ErrInvalidKey = enqueue.ErrBadKey
 )
 
 // The error codes of the API's error bodies, {"error": {"code": ..., "message": ...}}.

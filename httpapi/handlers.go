@@ -38,7 +38,7 @@ const clockSkew = 2 * time.Second
 // so that no key can step out of the storage root. Errors wrap ErrInvalidKey.
 func CheckKey(key string) error {
 	if err := enqueue.ValidateKey(key); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		return err
 	}
 	if strings.HasPrefix(key, "/") || strings.HasPrefix(key, `\`) {
 		return fmt.Errorf("%w: a key must not start with a slash", ErrInvalidKey)

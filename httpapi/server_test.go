@@ -407,7 +407,7 @@ func (b *testBundle) waitCallback(t *testing.T, id, state string) httpapi.BatchV
 }
 
 func TestBatchFromKeysCallsBackOnce(t *testing.T) {
-	b := setup(t, options{dispatchers: 3}) // three Dispatchers compete for the delivery
+	b := setup(t, options{dispatchers: 3})        // three Dispatchers compete for the delivery
 	rc := newReceiver(t, 0, 200*time.Millisecond) // the others scan several times while one delivers
 	var keys []string
 	for i := range 6 {

@@ -78,7 +78,8 @@ type BudgetConfig struct {
 	// Headroom is how late a waiting caller may reach Redis after its turn without
 	// the budget losing that capacity; it costs Headroom/Window of the rate (0.5% by
 	// default) and is also the margin, in steady state, between Rate×Window calls and
-	// the window they fall in. Default 5 ms.
+	// the window they fall in. A busy machine that wakes waiters later than that
+	// loses rate, never safety. Default 5 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)

@@ -173,7 +173,7 @@ func (w *Worker) call(ctx context.Context, tk *task, s kairos.Selfie) (*kairos.R
 	case errors.Is(err, kairos.ErrUsageLimit):
 		outcome = OutcomeUsageLimited
 	}
-	if rerr := lease.Release(context.WithoutCancel(ctx), outcome); rerr != nil {
+	if rerr := lease.Release(context.WithoutCancel(ctx), outcome, WithRetryAfter(kairos.RetryAfter(err))); rerr != nil {
 		tk.log.Warn().Err(rerr).Msg("release API budget lease")
 	}
 	w.observeCall(res, err)

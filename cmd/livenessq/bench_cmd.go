@@ -143,9 +143,9 @@ func (f *benchFlags) validate() ([]string, error) {
 	case f.pollInterval <= 0:
 		return nil, usagef("--poll-interval: must be positive, got %v", f.pollInterval)
 	}
-	for _, n := range []int{f.overheadTasks, f.latencyTasks, f.meetTasks} {
-		if n > f.selfies {
-			return nil, usagef("--selfies (%d) must be at least the tasks of the overhead, latency and meet scenarios (%d)", f.selfies, n)
+	for s, n := range map[string]int{"overhead": f.overheadTasks, "latency": f.latencyTasks, "meet": f.meetTasks} {
+		if n > f.selfies && slices.Contains(only, s) {
+			return nil, usagef("--selfies (%d) must be at least the tasks of the %s scenario (%d)", f.selfies, s, n)
 		}
 	}
 	return only, nil

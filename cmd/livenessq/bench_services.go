@@ -170,8 +170,11 @@ func (f *benchServiceFlags) start(ctx context.Context, env *environ, logDir, tmp
 		_, _ = rand.Read(sec[:])
 		s.s3.access, s.s3.secret, s.s3.region = "livenessq-bench", "bench-"+hex.EncodeToString(sec[:]), "us-east-1"
 		addr := "127.0.0.1:" + strconv.Itoa(port)
+		// --keep-alive: without it versitygw answers every request with "Connection:
+		// close", and each S3 call pays a new TCP connection, which real S3 does not make
+		// clients do. --quiet: no log line per request.
 		p, err := startProc("versitygw", logDir, f.versitygw, []string{"--port", addr,
-			"--access", s.s3.access, "--secret", s.s3.secret, "posix", dir},
+			"--access", s.s3.access, "--secret", s.s3.secret, "--keep-alive", "--quiet", "posix", dir},
 			[]string{"ROOT_ACCESS_KEY=" + s.s3.access, "ROOT_SECRET_KEY=" + s.s3.secret})
 		if err != nil {
 			return nil, err

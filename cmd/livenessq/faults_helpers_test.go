@@ -591,7 +591,11 @@ func (r *faultRig) scrape(w *faultWorker) string {
 	return body
 }
 
-// faultSeedSelfies uploads n distinct valid JPEGs (320×320 to 400×400) under prefix, unless
+// faultSelfieSizes are the selfies' sizes: few, as the emulator's images are encoded once
+// per size (and only the seed changes between selfies of one size).
+var faultSelfieSizes = [][2]int{{320, 320}, {360, 400}, {400, 360}, {480, 480}}
+
+// faultSeedSelfies uploads n distinct valid JPEGs under prefix, unless
 // the bucket already has them, and returns their keys.
 func faultSeedSelfies(t testing.TB, b *storage.Bucket, prefix string, n int) []string {
 	t.Helper()
@@ -614,7 +618,8 @@ func faultSeedSelfies(t testing.TB, b *storage.Bucket, prefix string, n int) []s
 	for range 16 {
 		wg.Go(func() {
 			for i := range work {
-				img := kairostest.JPEG(320+i%81, 320+(i/81)%81, int64(i))
+				sz := faultSelfieSizes[i%len(faultSelfieSizes)]
+				img := kairostest.JPEG(sz[0], sz[1], int64(i))
 				if err := b.Put(ctx, keys[i], bytes.NewReader(img), &storage.PutOptions{Size: int64(len(img)), ContentType: "image/jpeg"}); err != nil {
 					errs <- err
 				}

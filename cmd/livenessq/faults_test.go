@@ -68,9 +68,11 @@ func TestFaults(t *testing.T) {
 	testenv.Binary(t, testenv.EnvRedisServer)
 	testenv.Binary(t, testenv.EnvVersityGW)
 	buildBinary(t)
-	sh := faultShared{s3: s3, bucket: faultBucketName("selfies")}
+	sh := faultShared{s3: s3, bucket: "faults-selfies"} // seeded once per S3 server: the content never changes
 	b, _ := openFaultBucket(t, s3, sh.bucket)
+	seedStart := time.Now()
 	sh.keys = faultSeedSelfies(t, b, "", faultKillBatch)
+	t.Logf("%d selfies ready in %v", len(sh.keys), time.Since(seedStart).Round(100*time.Millisecond))
 
 	scenarios := []struct {
 		name string
@@ -501,8 +503,8 @@ func testFaultBadInput(t *testing.T, sh faultShared) {
 		expect["bad/"+f.name] = want{f.status, f.reason}
 	}
 	// Made at test time rather than committed: a valid 800×800 JPEG over the size cap.
-	const sizeCap = 64 << 10
-	put("bad/over-cap.jpg", kairostest.JPEGSized(800, 800, 3, 96<<10))
+	const sizeCap = 128 << 10
+	put("bad/over-cap.jpg", kairostest.JPEGSized(800, 800, 3, 192<<10))
 	expect["bad/over-cap.jpg"] = want{results.StatusInvalidImage, "size cap"}
 	unicodeKey := "bad/key with spaces/sélfie ünïcode ✓ 😀.jpg"
 	put(unicodeKey, corpus["photo.heic"])

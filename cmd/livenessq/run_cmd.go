@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -73,12 +74,29 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(env.stderr, "livenessq run: "+format+"\n", args...) }
 
+	// Redis: in-process unless --redis is given.
+	var rdb redis.UniversalClient
+	embedded := c.redisURL == ""
+	if embedded {
+		mr := miniredis.NewMiniRedis()
+		mr.ClockTTL(true)
+		if err := mr.Start(); err != nil {
+			return fmt.Errorf("start in-process Redis: %w", err)
+		}
+		defer mr.Close()
+		rdb = redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		say("using in-process Redis (gone when run ends; give --redis redis://HOST:PORT to keep the queue and batch)")
+	} else if rdb, err = openRedis(ctx, c.redisURL); err != nil {
+		return err
+	}
+	defer rdb.Close()
+
 	// Storage: the sample set unless --storage names another.
 	storageURL := c.storageURL
 	if storageURL == "" {
 		storageURL = defaultSampleDir
 		if _, err := os.Stat(defaultSampleDir); errors.Is(err, os.ErrNotExist) {
-			dir, err := os.MkdirTemp("", "livenessq-sample-")
+			dir, err := sampleCacheDir()
 			if err != nil {
 				return err
 			}
@@ -116,23 +134,6 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 		}
 		say("using the built-in Kairos emulator at %s (set KAIROS_APP_ID and KAIROS_APP_KEY to call the real API)", emuURL.url)
 	}
-
-	// Redis: in-process unless --redis is given.
-	var rdb redis.UniversalClient
-	embedded := c.redisURL == ""
-	if embedded {
-		mr := miniredis.NewMiniRedis()
-		mr.ClockTTL(true)
-		if err := mr.Start(); err != nil {
-			return fmt.Errorf("start in-process Redis: %w", err)
-		}
-		defer mr.Close()
-		rdb = redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		say("using in-process Redis (gone when run ends; give --redis redis://HOST:PORT to keep the queue and batch)")
-	} else if rdb, err = openRedis(ctx, c.redisURL); err != nil {
-		return err
-	}
-	defer rdb.Close()
 
 	store, err := newResults(rdb, res, logger)
 	if err != nil {
@@ -373,6 +374,15 @@ func startRunEmulator(latency time.Duration) (*embeddedEmulator, func(), error) 
 		_ = srv.Shutdown(ctx)
 	}
 	return &embeddedEmulator{url: "http://" + ln.Addr().String() + "/v0.2/liveness-verification", emu: emu}, stop, nil
+}
+
+// sampleCacheDir is where run writes the sample set when it runs outside the
+// repository: the user's cache directory (a temporary one when there is none).
+func sampleCacheDir() (string, error) {
+	if base, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(base, "livenessq", "sample"), nil
+	}
+	return os.MkdirTemp("", "livenessq-sample-")
 }
 
 func randomHex(n int) string {

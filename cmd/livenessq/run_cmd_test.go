@@ -112,11 +112,11 @@ func TestRunSampleSetShowsEveryStatus(t *testing.T) {
 func TestRunWithoutSampleDirGeneratesIt(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
-	r := runSpec(t, cmdSpec{bin: bin, dir: t.TempDir(), args: []string{"run", "--concurrency", "4"}})
+	cache := t.TempDir()
+	r := runSpec(t, cmdSpec{bin: bin, dir: t.TempDir(), env: []string{"XDG_CACHE_HOME=" + cache},
+		args: []string{"run", "--concurrency", "4"}})
 	require.Equal(t, 0, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
-	m := regexp.MustCompile(`wrote the sample set to (\S+)`).FindStringSubmatch(r.stderr)
-	require.NotNil(t, m, r.stderr)
-	t.Cleanup(func() { os.RemoveAll(m[1]) })
+	require.Contains(t, r.stderr, "wrote the sample set to "+filepath.Join(cache, "livenessq", "sample"))
 	require.Equal(t, len(sampleSet()), statusCounts(t, r.stdout)["total"], r.stdout)
 	for _, s := range []string{"live", "not_live", "no_face", "invalid_image", "rejected"} {
 		require.Positive(t, statusCounts(t, r.stdout)[s], "%s in:\n%s", s, r.stdout)
@@ -152,6 +152,29 @@ func TestRunOnRealRedisKeepsTheBatch(t *testing.T) {
 	n, err := store.Export(context.Background(), "run-real-redis", results.FormatJSONL, &export)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
+}
+
+// With credentials set, run calls the API they are for (here an emulator process that
+// knows the key) and never prints the key.
+func TestRunWithCredentialsCallsTheGivenAPI(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	emu, apiURL := startEmulator(t, bin, "--sample-rules")
+	dir := t.TempDir()
+	sample := copySample(t, dir)
+	r := runCmd(t, bin, []string{"KAIROS_APP_ID=" + testAppID, "KAIROS_APP_KEY=" + testAppKey, "KAIROS_API_URL=" + apiURL},
+		"run", "--storage", sample, "--log-level", "debug")
+	require.Equal(t, 0, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	require.Contains(t, r.stderr, "calling the Kairos API at "+apiURL)
+	require.NotContains(t, r.stderr, "built-in Kairos emulator")
+	require.Equal(t, len(sampleSet()), statusCounts(t, r.stdout)["total"], r.stdout)
+	require.NotContains(t, r.output(), testAppKey)
+
+	code, body := httpGet(t, strings.TrimSuffix(apiURL, "/v0.2/liveness-verification")+"/_emulator/stats")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, `"total":`)
+	require.NotContains(t, body, `"total":0`, "the emulator process was called")
+	require.Equal(t, 0, emu.stop())
 }
 
 func TestRunProgressLine(t *testing.T) {

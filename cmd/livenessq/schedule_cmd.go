@@ -260,7 +260,8 @@ func loadSchedules(f *scheduleFlags) ([]*scheduleEntry, *time.Location, error) {
 // parseScheduleFile reads a schedule file: JSON when it starts with '{' or '[', the line
 // format otherwise.
 func parseScheduleFile(b []byte) (*scheduleFile, error) {
-	t := bytes.TrimSpace(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")))
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	t := bytes.TrimSpace(b)
 	if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
 		var file scheduleFile
 		dec := json.NewDecoder(bytes.NewReader(t))
@@ -282,7 +283,7 @@ func parseScheduleFile(b []byte) (*scheduleFile, error) {
 		return &file, nil
 	}
 	var file scheduleFile
-	sc := bufio.NewScanner(bytes.NewReader(t))
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if s := strings.TrimSpace(line); s == "" || strings.HasPrefix(s, "#") {

@@ -179,7 +179,7 @@ func TestStatus(t *testing.T) {
 	for _, line := range []string{
 		"Batch b-two",
 		"  progress    4/5 (80.0%), running",
-		"  live               2   50.0%",
+		"  live                  2   50.0%",
 		"  live -> not_live                    1",
 		"Score histogram (3 scored results, threshold 0.6):",
 		"  0.30-0.35 |" + strings.Repeat("#", 20) + strings.Repeat(" ", 20) + " 1",

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/livenessq/livenessq/enqueue"
+	"github.com/livenessq/livenessq/results"
 	"github.com/livenessq/livenessq/worker"
 )
 
@@ -264,7 +265,11 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 
 	cfg := wf.config()
 	cfg.Redis, cfg.Storage, cfg.Results, cfg.Kairos, cfg.Budget = rdb, src, store, kc, budget
-	cfg.Queue, cfg.Metrics, cfg.Logger = c.queue, worker.NewMetrics(reg), logger
+	metrics := worker.NewMetrics(reg)
+	for _, st := range results.Statuses { // every status has a series from the start, for rate() and alerts
+		metrics.Results.WithLabelValues(string(st))
+	}
+	cfg.Queue, cfg.Metrics, cfg.Logger = c.queue, metrics, logger
 	w, err := worker.New(cfg)
 	if err != nil {
 		return usagef("worker: %v", err)
