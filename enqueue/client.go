@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,9 +40,6 @@ const (
 	finalAttempts = 4
 	finalTimeout  = 5 * time.Second
 )
-
-// ErrClosed is returned by a Client's methods after Close.
-var ErrClosed = errors.New("enqueue: client closed")
 
 // BatchRecorder records batches and their enqueue counters. *results.Store implements it.
 type BatchRecorder interface {
@@ -174,7 +172,9 @@ type Batch struct {
 	// Threshold is the liveness threshold of rows that give none. 0 means
 	// DefaultThreshold (0.6); otherwise it must be in (0, 1].
 	Threshold float64
-	// CallbackURL, when set, is recorded with the batch for the completion callback.
+	// CallbackURL, when set, is recorded with the batch for the completion callback. It
+	// must be an absolute http(s) URL; which addresses may be called back is the
+	// deliverer's decision.
 	CallbackURL string
 }
 
@@ -294,6 +294,11 @@ func (c *Client) run(ctx context.Context, b Batch, src Source, progress func(Pro
 	}
 	if err := ValidateThreshold(b.Threshold); err != nil {
 		return sum, fmt.Errorf("batch %s: %w", b.ID, err)
+	}
+	if b.CallbackURL != "" {
+		if u, err := url.Parse(b.CallbackURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return sum, fmt.Errorf("%w: callback URL must be an absolute http(s) URL", ErrBadBatch)
+		}
 	}
 
 	created, err := c.batches.CreateBatch(ctx, results.BatchInfo{

@@ -145,12 +145,13 @@ func TestEnqueue(t *testing.T) {
 
 func TestEnqueueGeneratesBatchID(t *testing.T) {
 	tb := setup(t)
-	sum, err := tb.client.Enqueue(tb.ctx, Batch{Storage: tb.storage, Threshold: 0.8}, Keys("a", "b"), nil)
+	sum, err := tb.client.Enqueue(tb.ctx, Batch{Storage: tb.storage, Threshold: 0.8, CallbackURL: "https://example.com/hook"}, Keys("a", "b"), nil)
 	require.NoError(t, err)
 	require.NoError(t, results.ValidateBatchID(sum.BatchID))
 	require.Equal(t, int64(2), sum.Enqueued)
 	b := tb.batch(t, sum.BatchID)
 	require.Equal(t, 0.8, b.Info.Threshold)
+	require.Equal(t, "https://example.com/hook", b.Info.CallbackURL)
 	for _, p := range tb.tasks(t) {
 		require.Equal(t, sum.BatchID, p.BatchID)
 		require.Equal(t, 0.8, *p.Threshold)
@@ -402,6 +403,8 @@ func TestEnqueueBadBatch(t *testing.T) {
 		{desc: "no storage", b: Batch{ID: "x"}, want: ErrBadBatch},
 		{desc: "storage with credentials", b: Batch{ID: "x", Storage: "s3://key:secret@bucket"}, want: ErrBadBatch},
 		{desc: "bad id", b: Batch{ID: "a{b}", Storage: tb.storage}, want: results.ErrInvalidBatchID},
+		{desc: "callback not http", b: Batch{ID: "x", Storage: tb.storage, CallbackURL: "file:///etc/passwd"}, want: ErrBadBatch},
+		{desc: "callback relative", b: Batch{ID: "x", Storage: tb.storage, CallbackURL: "/hook"}, want: ErrBadBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -592,7 +595,7 @@ func TestEnqueuePrefixS3(t *testing.T) {
 func putAll(t testing.TB, b *storage.Bucket, keys []string) {
 	t.Helper()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, 32)
 	errs := make(chan error, len(keys))
 	for _, k := range keys {
 		sem <- struct{}{}
@@ -685,4 +688,87 @@ func liveHeap() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// BenchmarkEnqueuePrefix is issue 8's enqueue figure on a smaller scale: the keys of an
+// S3 prefix listed and enqueued by Enqueue(Prefix(...)), against listing them all first
+// and then calling asynq's Enqueue one at a time. Each iteration enqueues every key once,
+// as a new batch; ratio alternates the two and reports the speed-up. The bucket is made
+// once and kept on the test server for later runs.
+func BenchmarkEnqueuePrefix(b *testing.B) {
+	const n = 5000
+	srv := testenv.S3Server(b)
+	bucket, err := storage.NewS3(context.Background(), storage.S3Config{
+		Bucket: fmt.Sprintf("bench-enqueue-prefix-%d", n), Endpoint: srv.Endpoint, Region: srv.Region, PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, CreateBucket: true,
+	})
+	require.NoError(b, err)
+	b.Cleanup(func() { bucket.Close() })
+	have := map[string]bool{}
+	for a, err := range bucket.List(context.Background(), "") {
+		require.NoError(b, err)
+		have[a.Key] = true
+	}
+	var missing []string
+	for i := range n {
+		if k := fmt.Sprintf("p/%05d.jpg", i); !have[k] {
+			missing = append(missing, k)
+		}
+	}
+	putAll(b, bucket, missing)
+
+	loop := func(b *testing.B, tb *testBundle, batch string) {
+		var keys []string
+		for a, err := range bucket.List(tb.ctx, "p/") {
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys = append(keys, a.Key)
+		}
+		aq := asynq.NewClientFromRedisClient(tb.client.rdb)
+		for _, key := range keys {
+			thr := DefaultThreshold
+			task, err := NewVerifyTask(Payload{Storage: bucket.URL(), Key: key, Threshold: &thr, BatchID: batch})
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts := append(slices.Clone(tb.client.opts), asynq.TaskID(TaskID(batch, bucket.URL(), key)))
+			if _, err := aq.EnqueueContext(tb.ctx, task, opts...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	streamed := func(b *testing.B, tb *testBundle, batch string) {
+		sum, err := tb.client.Enqueue(tb.ctx, Batch{ID: batch, Storage: bucket.URL()}, Prefix(tb.ctx, bucket, "p/"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sum.Enqueued != n {
+			b.Fatalf("enqueued %d, want %d", sum.Enqueued, n)
+		}
+	}
+	b.Run("list-then-loop", func(b *testing.B) {
+		tb := setup(b)
+		for i := range b.N {
+			loop(b, tb, fmt.Sprintf("loop-%d", i))
+		}
+	})
+	b.Run("streamed", func(b *testing.B) {
+		tb := setup(b)
+		for i := range b.N {
+			streamed(b, tb, fmt.Sprintf("streamed-%d", i))
+		}
+	})
+	b.Run("ratio", func(b *testing.B) {
+		tb := setup(b)
+		var slow, fast time.Duration
+		for i := range b.N {
+			t0 := time.Now()
+			loop(b, tb, fmt.Sprintf("loop-%d", i))
+			t1 := time.Now()
+			streamed(b, tb, fmt.Sprintf("streamed-%d", i))
+			slow, fast = slow+t1.Sub(t0), fast+time.Since(t1)
+		}
+		b.ReportMetric(float64(slow)/float64(fast), "speedup")
+	})
 }

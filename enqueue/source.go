@@ -69,10 +69,6 @@ func (e RowError) MarshalJSON() ([]byte, error) {
 	}{e.Line, e.Key, msg})
 }
 
-// ErrBadManifest: a manifest cannot be read at all (e.g. a CSV header without a "key"
-// column). Row-level problems are *RowError instead.
-var ErrBadManifest = errors.New("enqueue: bad manifest")
-
 // maxLine caps the length of one line of a keys file or JSONL manifest; a longer line
 // is a row error, skipped without being held in memory.
 const maxLine = 64 << 10

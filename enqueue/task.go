@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -36,22 +35,6 @@ const MaxKeyLen = 1024
 // DefaultThreshold is the liveness threshold used when neither a row nor its batch gives
 // one.
 const DefaultThreshold = 0.6
-
-// Errors returned by this package; callers use errors.Is.
-var (
-	// ErrBadPayload: a task payload cannot be read (not JSON, unknown version, a missing
-	// or invalid field). ParsePayload wraps it around every error it returns.
-	ErrBadPayload = errors.New("enqueue: bad task payload")
-	// ErrBadKey: a key is empty, longer than MaxKeyLen bytes, not valid UTF-8, or holds
-	// a NUL byte.
-	ErrBadKey = errors.New("invalid key")
-	// ErrBadThreshold: a threshold is not a number in [0, 1]. Its message is meant for
-	// the user: "threshold must be a number in [0, 1], got 2".
-	ErrBadThreshold = errors.New("threshold must be a number in [0, 1]")
-	// ErrBadBatch: a batch id is not one results.ValidateBatchID accepts, or a storage
-	// location is empty or carries credentials.
-	ErrBadBatch = errors.New("invalid batch")
-)
 
 // Payload is the body of a TaskType task: a small, versioned JSON document naming the
 // object to verify. It never holds image bytes.

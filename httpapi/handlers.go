@@ -135,6 +135,11 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) *apiE
 
 // internal logs err and answers 503: an unexpected error is Redis or storage failing.
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away; nobody reads the answer.
+		writeError(w, newError(http.StatusServiceUnavailable, CodeUnavailable, "request cancelled"))
+		return
+	}
 	s.cfg.Logger.Error().Err(err).Str("request_id", w.Header().Get("X-Request-ID")).Str("token", tokenName(r)).Msg(what)
 	switch {
 	case errors.Is(err, enqueue.ErrClosed), errors.Is(err, context.Canceled) && s.isStopping():
@@ -246,15 +251,19 @@ func (s *Server) parseWait(v string) (time.Duration, *apiError) {
 
 // waitResult polls for the result of the task of key in batch until wait has passed,
 // the request ends or the server stops. It accepts the key's latest result when it
-// belongs to batch and was produced after the request arrived, or, when the task had
-// already finished before (the key was verified in this batch earlier: the enqueue was a
-// duplicate), the batch's result whenever it was produced.
+// belongs to batch and was produced after the request arrived. When the task had
+// already finished before (the key was verified in this batch earlier, and the enqueue
+// found its task), it answers with the batch's own result for the key at once.
 func (s *Server) waitResult(ctx context.Context, key, batch, taskID string, received time.Time, wait time.Duration) *results.Record {
-	since := received.Add(-clockSkew)
 	if info, err := s.inspector.GetTaskInfo(s.cfg.Queue, taskID); err == nil &&
 		(info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
-		since = time.Time{}
+		if b, err := s.cfg.Redis.HGet(ctx, results.BatchResultsKey(batch), key).Bytes(); err == nil {
+			if rec, err := results.UnmarshalRecord(b); err == nil {
+				return rec
+			}
+		}
 	}
+	since := received.Add(-clockSkew)
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.WaitPoll)
@@ -368,10 +377,6 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if err := s.recordBatch(r.Context(), b); err != nil {
-		s.internal(w, r, "create batch", err)
-		return
-	}
 	// The keys are all here: queue them even if the client goes away, so the batch is
 	// not left half queued; only a stopping server (Shutdown's deadline) cuts it short.
 	items := plan.items
@@ -382,9 +387,24 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	sum, err := s.cfg.Enqueue.Enqueue(s.jobCtx, b, src, nil)
-	if err != nil {
-		s.cfg.Logger.Error().Err(err).Str("batch_id", b.ID).Msg("enqueue keys")
+	var (
+		sum                   enqueue.Summary
+		createErr, enqueueErr error
+	)
+	ok := s.runJob(func(ctx context.Context) {
+		if createErr = s.recordBatch(r.Context(), b); createErr == nil {
+			sum, enqueueErr = s.cfg.Enqueue.Enqueue(ctx, b, src, nil)
+		}
+	})
+	switch {
+	case !ok:
+		writeRetryable(w, newError(http.StatusServiceUnavailable, CodeShuttingDown, "the server is shutting down; try again"), time.Second)
+		return
+	case createErr != nil:
+		s.internal(w, r, "create batch", createErr)
+		return
+	case enqueueErr != nil:
+		s.cfg.Logger.Error().Err(enqueueErr).Str("batch_id", b.ID).Msg("enqueue keys")
 		writeRetryable(w, newError(http.StatusServiceUnavailable, CodeUnavailable,
 			fmt.Sprintf("batch %s was only partly queued (%d of %d keys); post the same request with batch_id %q to resume", b.ID, sum.Enqueued+sum.Duplicates, len(items), b.ID)), time.Second)
 		return

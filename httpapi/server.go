@@ -334,6 +334,22 @@ func (s *Server) startJob(f func(ctx context.Context)) bool {
 	return true
 }
 
+// runJob runs f now, in the caller's goroutine, as a job bound to the server's life
+// (Shutdown waits for it, or cancels it at its deadline); it returns false without
+// running f when the server is stopping.
+func (s *Server) runJob(f func(ctx context.Context)) bool {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return false
+	}
+	s.jobs.Add(1)
+	s.mu.Unlock()
+	defer s.jobs.Done()
+	f(s.jobCtx)
+	return true
+}
+
 // tokenKey is the context key of the authenticated token's name.
 type tokenKey struct{}
 

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +64,8 @@ type options struct {
 	// dispatchers is the number of Dispatchers run (default 1; -1 for none).
 	dispatchers int
 	noWorker    bool
+	// localDir, when set, is the storage instead of a bucket on the S3 server.
+	localDir string
 }
 
 type testBundle struct {
@@ -80,9 +84,15 @@ func setup(t *testing.T, o options) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	rdb := testenv.Redis(t, testenv.DBServe)
-	s3 := testenv.S3Server(t)
-	bucket, err := storage.NewS3(ctx, storage.S3Config{Bucket: testenv.BucketName(t), Endpoint: s3.Endpoint,
-		Region: s3.Region, PathStyle: true, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, CreateBucket: true})
+	var bucket *storage.Bucket
+	var err error
+	if o.localDir != "" {
+		bucket, err = storage.NewLocal(storage.LocalConfig{Root: o.localDir})
+	} else {
+		s3 := testenv.S3Server(t)
+		bucket, err = storage.NewS3(ctx, storage.S3Config{Bucket: testenv.BucketName(t), Endpoint: s3.Endpoint,
+			Region: s3.Region, PathStyle: true, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, CreateBucket: true})
+	}
 	require.NoError(t, err)
 	t.Cleanup(func() { bucket.Close() })
 	logs := &syncBuffer{}
@@ -152,7 +162,8 @@ func (b *testBundle) startDispatcher(t *testing.T, mutate func(*httpapi.Dispatch
 	cfg := httpapi.DispatcherConfig{
 		Redis: b.rdb, Results: b.store, Secret: []byte(webhookKey), AllowPrivate: true,
 		Timeout: 2 * time.Second, Interval: 20 * time.Millisecond, MaxAttempts: 5,
-		Backoff: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Logger: zerolog.New(b.logs),
+		Backoff: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, DiscoverInterval: 50 * time.Millisecond,
+		Logger: zerolog.New(b.logs),
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -824,4 +835,65 @@ func TestExpiredLeaseTakenOver(t *testing.T) {
 	require.Len(t, calls, 1)
 	checkCall(t, calls[0], "lease-1")
 	require.Equal(t, "2", calls[0].header.Get(httpapi.AttemptHeader))
+}
+
+// TestShutdownStopsPrefixListing: a Shutdown whose deadline has passed cancels a
+// background prefix listing cleanly: Shutdown returns, no goroutine is left (TestMain),
+// and the batch says how to resume unless the listing had already finished.
+func TestShutdownStopsPrefixListing(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "many"), 0o755))
+	const n = 1000
+	for i := range n {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "many", fmt.Sprintf("k-%05d.jpg", i)), nil, 0o644))
+	}
+	b := setup(t, options{noWorker: true, dispatchers: -1, localDir: dir})
+	r := b.postJSON(t, "/v1/batches", map[string]any{"prefix": "many/", "batch_id": "many-1"})
+	require.Equal(t, http.StatusAccepted, r.status, "body: %s", r.body)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace at all: the listing is cancelled
+	err := b.server.Shutdown(ctx)
+	sum, berr := b.store.Batch(context.Background(), "many-1")
+	require.NoError(t, berr)
+	v := httpapi.NewBatchView(sum)
+	if v.EnqueueDone {
+		t.Logf("the listing finished before the shutdown (%d keys)", v.Enqueued)
+		require.Equal(t, int64(n), v.Enqueued)
+		return
+	}
+	require.ErrorIs(t, err, context.Canceled)
+	require.Contains(t, v.EnqueueError, "interrupted by a server shutdown")
+	require.Contains(t, v.EnqueueError, `batch_id "many-1"`)
+	require.Less(t, v.Enqueued, int64(n))
+
+	// After a shutdown, new listings are refused rather than started.
+	req := httptest.NewRequest("POST", "/v1/batches", strings.NewReader(`{"prefix":"many/"}`))
+	req.Header.Set("Authorization", "Bearer "+tokenCI)
+	rec := httptest.NewRecorder()
+	b.server.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), httpapi.CodeShuttingDown)
+}
+
+// TestCallbackOfBatchMadeOutsideTheAPI: a batch created with a CallbackURL by another
+// producer (the enqueue package, as `livenessq enqueue --callback-url` does), which
+// never called MarkCallbackPending, is found and called back too.
+func TestCallbackOfBatchMadeOutsideTheAPI(t *testing.T) {
+	b := setup(t, options{})
+	rc := newReceiver(t, 0, 0)
+	b.put(t, "cli/live-1.jpg", kairostest.JPEG(320, 320, 1))
+	eq, err := enqueue.New(enqueue.Config{Redis: b.rdb, Batches: b.store})
+	require.NoError(t, err)
+	defer eq.Close()
+	sum, err := eq.Enqueue(context.Background(), enqueue.Batch{ID: "cli-1", Storage: b.bucket.URL(), Source: "test", CallbackURL: rc.srv.URL},
+		enqueue.Keys("cli/live-1.jpg"), nil)
+	require.NoError(t, err)
+	require.True(t, sum.Finished)
+
+	v := b.waitCallback(t, "cli-1", httpapi.CallbackDelivered)
+	require.Equal(t, int64(1), v.Callback.Attempts)
+	calls := rc.received()
+	require.Len(t, calls, 1)
+	checkCall(t, calls[0], "cli-1")
 }

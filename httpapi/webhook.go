@@ -54,7 +54,12 @@ const (
 	DefaultWebhookBackoff     = 2 * time.Second
 	DefaultWebhookBackoffMax  = 10 * time.Minute
 	DefaultWebhookConcurrency = 4
+	DefaultDiscoverInterval   = 30 * time.Second
+	DefaultDiscoverWindow     = 7 * 24 * time.Hour
 )
+
+// discoverLimit caps the batches one discovery pass looks at.
+const discoverLimit = 10000
 
 // WebhookPayload is the JSON body of a completion callback.
 type WebhookPayload struct {
@@ -126,6 +131,12 @@ type DispatcherConfig struct {
 	// Concurrency is the number of deliveries in flight in this Dispatcher. Default
 	// DefaultWebhookConcurrency (4).
 	Concurrency int
+	// DiscoverInterval is how often the Dispatcher looks for batches created with a
+	// callback URL by producers that did not call MarkCallbackPending (`livenessq
+	// enqueue --callback-url`, Go services using the enqueue package), among those
+	// created within DiscoverWindow. Defaults DefaultDiscoverInterval (30 s) and
+	// DefaultDiscoverWindow (7 days).
+	DiscoverInterval, DiscoverWindow time.Duration
 	// Logger receives one event per attempt (batch id, attempt, status, the URL's host,
 	// never the URL's query or the secret). Default: the zero Logger, which writes
 	// nothing.
@@ -165,6 +176,8 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		{"Interval", &cfg.Interval, DefaultWebhookInterval},
 		{"Backoff", &cfg.Backoff, DefaultWebhookBackoff},
 		{"BackoffMax", &cfg.BackoffMax, DefaultWebhookBackoffMax},
+		{"DiscoverInterval", &cfg.DiscoverInterval, DefaultDiscoverInterval},
+		{"DiscoverWindow", &cfg.DiscoverWindow, DefaultDiscoverWindow},
 		{"Lease", &cfg.Lease, -1}, // after Timeout: it depends on it
 	} {
 		if *d.v == 0 {
@@ -234,7 +247,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
 	t := time.NewTicker(d.cfg.Interval)
 	defer t.Stop()
+	var discovered time.Time
 	for {
+		if time.Since(discovered) >= d.cfg.DiscoverInterval {
+			discovered = time.Now()
+			if err := d.discover(ctx); err != nil && ctx.Err() == nil {
+				d.cfg.Logger.Warn().Err(err).Msg("look for batches with a callback (will retry)")
+			}
+		}
 		if err := d.scan(ctx); err != nil && ctx.Err() == nil {
 			d.cfg.Logger.Warn().Err(err).Msg("scan pending callbacks (will retry)")
 		}
@@ -244,6 +264,45 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// discover marks pending the callbacks of batches created within DiscoverWindow with a
+// callback URL and no delivery state yet.
+func (d *Dispatcher) discover(ctx context.Context) error {
+	since := strconv.FormatInt(time.Now().Add(-d.cfg.DiscoverWindow).Unix(), 10)
+	ids, err := d.cfg.Redis.ZRevRangeByScore(ctx, results.BatchIndexKey,
+		&redis.ZRangeBy{Min: since, Max: "+inf", Count: discoverLimit}).Result()
+	if err != nil {
+		return err
+	}
+	for len(ids) > 0 {
+		page := ids[:min(len(ids), 200)]
+		ids = ids[len(page):]
+		pipe := d.cfg.Redis.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(page))
+		for i, id := range page {
+			cmds[i] = pipe.HMGet(ctx, results.BatchMetaKey(id), results.FieldCallbackURL, results.FieldCallbackState)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		for i, c := range cmds {
+			v := c.Val()
+			if len(v) != 2 {
+				continue
+			}
+			u, _ := v[0].(string)
+			state, _ := v[1].(string)
+			if u == "" || state != "" {
+				continue
+			}
+			if err := MarkCallbackPending(ctx, d.cfg.Redis, d.cfg.Results, page[i]); err != nil {
+				return err
+			}
+			d.cfg.Logger.Debug().Str("batch_id", page[i]).Msg("batch with a callback found")
+		}
+	}
+	return nil
 }
 
 // scan looks at every pending batch once and starts the deliveries that are due.

@@ -1,16 +1,18 @@
 package main
 
-// Helpers for tests that run the livenessq binary as real processes. The binary is built
-// once per test run (buildBinary) into a temporary directory that TestMain removes.
+// Helpers for tests that run the livenessq binary as real processes. The binary is this
+// test executable itself: run with LIVENESSQ_TEST_AS_BINARY=1 it is livenessq (TestMain
+// calls main), so no separate build is needed and the race detector, when on, watches
+// the child processes too. Set LIVENESSQ_TEST_BUILD=1 to test a binary built with
+// `go build` instead (once per test run, into a temporary directory).
 //
 //	bin := buildBinary(t)
-//	r := runCmd(t, bin, []string{"LIVENESSQ_REDIS_URL=" + redisURL(t)}, "status", "--json")
+//	r := runCmd(t, bin, []string{"LIVENESSQ_REDIS_URL=" + redisURL}, "status", "--json")
 //	require.Equal(t, 0, r.code, r.stderr)
 //
 //	p := startCmd(t, bin, env, "worker", "--http-addr", "127.0.0.1:0")
 //	p.waitOutput(t, "serving /metrics", 20*time.Second)
-//	p.signal(t, syscall.SIGTERM)
-//	require.Equal(t, 0, p.wait(t, 30*time.Second))
+//	require.Equal(t, 0, p.stop(), p.stderr()) // SIGTERM, then the exit code
 
 import (
 	"bytes"
@@ -43,7 +45,13 @@ var (
 	buildErr  error
 )
 
+// envAsBinary makes the test executable behave as livenessq (see TestMain).
+const envAsBinary = "LIVENESSQ_TEST_AS_BINARY"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envAsBinary) == "1" {
+		main() // exits
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -51,11 +59,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildBinary returns the path of the livenessq binary built from this package, building
-// it on first use (once per test run).
+// buildBinary returns the path of the livenessq binary for runCmd and startCmd: this
+// test executable (which children run as livenessq), or with LIVENESSQ_TEST_BUILD=1 a
+// binary built from this package on first use (once per test run).
 func buildBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if os.Getenv("LIVENESSQ_TEST_BUILD") != "1" {
+			buildPath, buildErr = os.Executable()
+			return
+		}
 		buildDir, buildErr = os.MkdirTemp("", "livenessq-bin-")
 		if buildErr != nil {
 			return
@@ -110,7 +123,7 @@ func childEnv(extra []string) []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, extra...)
+	return append(append(env, envAsBinary+"=1"), extra...)
 }
 
 // cmdTimeout bounds every runCmd: a hung process fails its test rather than the run.

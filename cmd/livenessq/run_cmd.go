@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/livenessq/livenessq/enqueue"
@@ -184,6 +185,8 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 	prog := newProgress(env.stderr, 5*time.Second)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	var lastPauseCheck time.Time
 	var enq *enqueued
 	var summary *results.BatchSummary
 poll:
@@ -202,6 +205,18 @@ poll:
 				writeRunSummary(env.stdout, summary, runInfo{elapsed: time.Since(start), threshold: bf.threshold})
 			}
 			return ctx.Err()
+		}
+		// A paused queue (refused credentials, a usage limit that persists, an operator's
+		// `livenessq pause`) would leave run waiting forever: stop and say why.
+		if time.Since(lastPauseCheck) >= time.Second {
+			lastPauseCheck = time.Now()
+			if reason, paused := queuePaused(ctx, insp, rdb, c.queue); paused {
+				prog.finish("")
+				if summary != nil {
+					writeRunSummary(env.stdout, summary, runInfo{elapsed: time.Since(start), threshold: bf.threshold})
+				}
+				return fmt.Errorf("processing stopped: the queue %q is paused: %s", c.queue, reason)
+			}
 		}
 		s, err := store.Batch(ctx, batchID)
 		switch {
@@ -227,6 +242,20 @@ poll:
 		embedded: embedded, malformed: enq.sum.Errors, malformedN: enq.sum.Malformed}
 	writeRunSummary(env.stdout, summary, info)
 	return nil
+}
+
+// queuePaused reports whether queue is paused, and the reason the budget or worker
+// recorded, if any.
+func queuePaused(ctx context.Context, insp *asynq.Inspector, rdb redis.UniversalClient, queue string) (string, bool) {
+	info, err := insp.GetQueueInfo(queue)
+	if err != nil || !info.Paused {
+		return "", false
+	}
+	reason := "run `livenessq resume` once the cause is fixed"
+	if st, err := worker.ReadBudgetState(ctx, rdb); err == nil && st.PauseReason != "" {
+		reason = st.PauseReason
+	}
+	return reason, true
 }
 
 // runProgressLine renders `run`'s progress: bar, done/total, rate, ETA.

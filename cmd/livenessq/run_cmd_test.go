@@ -177,6 +177,20 @@ func TestRunWithCredentialsCallsTheGivenAPI(t *testing.T) {
 	require.Equal(t, 0, emu.stop())
 }
 
+// Refused credentials pause the queue: run stops with the reason rather than wait forever.
+func TestRunStopsWhenCredentialsAreRefused(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	_, apiURL := startEmulator(t, bin)
+	sample := copySample(t, t.TempDir())
+	r := runCmd(t, bin, []string{"KAIROS_APP_ID=" + testAppID, "KAIROS_APP_KEY=not-the-key", "KAIROS_API_URL=" + apiURL},
+		"run", "--storage", sample)
+	require.Equal(t, 1, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	require.Contains(t, r.stderr, "paused")
+	require.Contains(t, r.stderr, "credentials")
+	require.NotContains(t, r.output(), "not-the-key")
+}
+
 func TestRunProgressLine(t *testing.T) {
 	t.Parallel()
 	s := &results.BatchSummary{Enqueued: 100, Done: 25}

@@ -560,25 +560,28 @@ func writeBatchText(w io.Writer, b *batchStatus) {
 		scored += n
 	}
 	fmt.Fprintf(w, "\nScore histogram (%d scored results, threshold %g):\n", scored, b.Threshold)
-	writeHistogram(w, b.Histogram, 40)
+	writeHistogram(w, b.Histogram, 40, b.Threshold)
 }
 
-// writeHistogram draws the 20-bin histogram as text bars scaled to width characters.
-func writeHistogram(w io.Writer, bins []int64, width int) {
+// writeHistogram draws the 20-bin histogram as text bars scaled to width characters
+// (as `livenessq run` does), marking the bin that holds threshold.
+func writeHistogram(w io.Writer, bins []int64, width int, threshold float64) {
 	var peak int64
 	for _, n := range bins {
 		peak = max(peak, n)
 	}
+	tbin := results.HistogramBin(threshold)
 	for i, n := range bins {
 		lo, hi := float64(i)/float64(len(bins)), float64(i+1)/float64(len(bins))
 		bar := 0
 		if peak > 0 {
-			bar = int(math.Round(float64(n) / float64(peak) * float64(width)))
-			if n > 0 && bar == 0 {
-				bar = 1
-			}
+			bar = int((n*int64(width) + peak - 1) / peak) // rounded up: any result shows
 		}
-		fmt.Fprintf(w, "  %.2f-%.2f |%-*s %d\n", lo, hi, width, strings.Repeat("#", bar), n)
+		mark := ""
+		if i == tbin {
+			mark = "  ← threshold"
+		}
+		fmt.Fprintf(w, "  %.2f–%.2f %-*s %d%s\n", lo, hi, width, strings.Repeat("#", bar), n, mark)
 	}
 }
 

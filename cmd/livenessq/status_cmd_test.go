@@ -182,9 +182,10 @@ func TestStatus(t *testing.T) {
 		"  live                  2   50.0%",
 		"  live -> not_live                    1",
 		"Score histogram (3 scored results, threshold 0.6):",
-		"  0.30-0.35 |" + strings.Repeat("#", 20) + strings.Repeat(" ", 20) + " 1",
-		"  0.90-0.95 |" + strings.Repeat("#", 40) + " 2",
-		"  0.95-1.00 |" + strings.Repeat(" ", 40) + " 0",
+		"  0.30–0.35 " + strings.Repeat("#", 20) + strings.Repeat(" ", 20) + " 1",
+		"  0.60–0.65 " + strings.Repeat(" ", 40) + " 0  ← threshold",
+		"  0.90–0.95 " + strings.Repeat("#", 40) + " 2",
+		"  0.95–1.00 " + strings.Repeat(" ", 40) + " 0",
 	} {
 		require.Contains(t, r.stdout, line+"\n")
 	}
@@ -247,11 +248,12 @@ func TestWriteHistogram(t *testing.T) {
 	var b strings.Builder
 	bins := make([]int64, results.HistogramBins)
 	bins[0], bins[10], bins[19] = 1, 1000, 500
-	writeHistogram(&b, bins, 10)
+	writeHistogram(&b, bins, 10, 0.7)
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 	require.Len(t, lines, results.HistogramBins)
-	require.Equal(t, "  0.00-0.05 |#          1", lines[0], "a non-empty bin shows at least one mark")
-	require.Equal(t, "  0.05-0.10 |           0", lines[1])
-	require.Equal(t, "  0.50-0.55 |########## 1000", lines[10])
-	require.Equal(t, "  0.95-1.00 |#####      500", lines[19])
+	require.Equal(t, "  0.00–0.05 #          1", lines[0], "a non-empty bin shows at least one mark")
+	require.Equal(t, "  0.05–0.10            0", lines[1])
+	require.Equal(t, "  0.50–0.55 ########## 1000", lines[10])
+	require.Equal(t, "  0.70–0.75            0  ← threshold", lines[14])
+	require.Equal(t, "  0.95–1.00 #####      500", lines[19])
 }
