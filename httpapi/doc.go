@@ -40,8 +40,10 @@
 // # Completion webhooks, delivered once
 //
 // A batch created with a callback_url joins a Redis set of batches with a pending
-// callback (PendingCallbacksKey). Any number of Dispatchers (one per `livenessq serve`,
-// optionally one per worker) scan that set. When a batch is complete, a Dispatcher
+// callback (PendingCallbacksKey); batches other producers create with a CallbackURL
+// (`livenessq enqueue --callback-url`, Go services using the enqueue package) are found
+// in the batch index and added to it (MarkCallbackPending). Any number of Dispatchers
+// (one per `livenessq serve`, optionally one per worker) scan that set. When a batch is complete, a Dispatcher
 // claims its delivery with a Lua script on the batch's meta hash that moves the
 // callback_state from pending to delivering under a lease (times from Redis's clock),
 // counting the attempt; only the claimant POSTs the summary, signed with

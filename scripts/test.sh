@@ -15,3 +15,12 @@ echo "== go vet ./..."
 go vet ./...
 echo "== go test -race -count=1 ./... ${GOTEST_FLAGS:-}"
 go test -race -count=1 -timeout 25m ${GOTEST_FLAGS:-} ./...
+
+# A short fuzz run of each target with a checked-in seed corpus (testdata/fuzz/<Name>/);
+# -fuzz takes one target of one package at a time. FUZZTIME=0 skips them.
+if [ "${FUZZTIME:-10s}" != "0" ]; then
+  for target in enqueue:FuzzParsePayload enqueue:FuzzManifest worker:FuzzPrecheck; do
+    echo "== go test -run '^\$' -fuzz '^${target#*:}\$' -fuzztime ${FUZZTIME:-10s} ./${target%%:*}"
+    go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${FUZZTIME:-10s}" "./${target%%:*}"
+  done
+fi

@@ -210,7 +210,7 @@ poll:
 		// `livenessq pause`) would leave run waiting forever: stop and say why.
 		if time.Since(lastPauseCheck) >= time.Second {
 			lastPauseCheck = time.Now()
-			if reason, paused := queuePaused(ctx, insp, rdb, c.queue); paused {
+			if reason, paused := pausedReason(ctx, insp, rdb, c.queue); paused {
 				prog.finish("")
 				if summary != nil {
 					writeRunSummary(env.stdout, summary, runInfo{elapsed: time.Since(start), threshold: bf.threshold})
@@ -244,9 +244,9 @@ poll:
 	return nil
 }
 
-// queuePaused reports whether queue is paused, and the reason the budget or worker
+// pausedReason reports whether queue is paused, and the reason the budget or worker
 // recorded, if any.
-func queuePaused(ctx context.Context, insp *asynq.Inspector, rdb redis.UniversalClient, queue string) (string, bool) {
+func pausedReason(ctx context.Context, insp *asynq.Inspector, rdb redis.UniversalClient, queue string) (string, bool) {
 	info, err := insp.GetQueueInfo(queue)
 	if err != nil || !info.Paused {
 		return "", false
