@@ -143,7 +143,10 @@ func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...strin
 			key string
 			err error
 		}
+		// stop (and lctx, to cut a request short) end the lister when the consumer stops;
+		// a listing error, ctx's included, is always delivered.
 		lctx, cancel := context.WithCancel(ctx)
+		stop := make(chan struct{})
 		ch := make(chan listed, prefixReadAhead)
 		go func() {
 			defer close(ch)
@@ -165,7 +168,7 @@ func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...strin
 				}
 				select {
 				case ch <- l:
-				case <-lctx.Done():
+				case <-stop:
 					return
 				}
 				if err != nil {
@@ -174,6 +177,7 @@ func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...strin
 			}
 		}()
 		defer func() {
+			close(stop)
 			cancel()
 			for range ch { // let the lister end
 			}

@@ -24,6 +24,7 @@ import (
 type benchSet struct {
 	name   string
 	n      int
+	conc   int // uploads at once; 0: the caller's default
 	key    func(i int) string
 	body   func(i int) []byte
 	approx int64 // approximate size of one object, for the log
@@ -58,6 +59,7 @@ func selfies5M(n int) benchSet {
 	return benchSet{
 		name:   "s5m",
 		n:      n,
+		conc:   4,
 		key:    func(i int) string { return fmt.Sprintf("%s%04d.jpg", benchPrefix5M, i) },
 		body:   func(i int) []byte { return withSeed(noisyJPEG(3000, 3000), i) },
 		approx: 5 << 20,
@@ -93,6 +95,9 @@ func (s benchSet) ensure(ctx context.Context, b *storage.Bucket, concurrency int
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("check %s: %w", marker, err)
+	}
+	if s.conc > 0 {
+		concurrency = s.conc
 	}
 	logf("objects: uploading %d × ~%s (%s…) …", s.n, humanBytes(s.approx), s.key(0))
 	start := time.Now()

@@ -187,26 +187,6 @@ func parseVmHWM(b []byte) (int64, error) {
 	return 0, errors.New("no VmHWM line in /proc/PID/status")
 }
 
-// maxRSS returns the peak RSS the kernel reported for the exited child (rusage
-// ru_maxrss), in bytes; 0 before it exits.
-func (p *benchProc) maxRSS() int64 {
-	if !p.exited() || p.cmd.ProcessState == nil {
-		return 0
-	}
-	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		return ru.Maxrss << 10 // kilobytes on Linux
-	}
-	return 0
-}
-
-// totalCPU returns the CPU time of the exited child from its rusage; 0 before it exits.
-func (p *benchProc) totalCPU() time.Duration {
-	if !p.exited() || p.cmd.ProcessState == nil {
-		return 0
-	}
-	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
-}
-
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on at the moment.
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -171,6 +171,7 @@ type benchEnqueueResult struct {
 	Seconds     float64 `json:"seconds"`
 	ListSeconds float64 `json:"list_seconds,omitempty"`
 	PeakHeap    uint64  `json:"peak_heap_bytes"`
+	PeakRSS     int64   `json:"peak_rss_bytes"` // VmHWM of this process
 }
 
 // runBenchEnqueue lists a storage prefix and enqueues every key, one of two ways:
@@ -255,6 +256,9 @@ func runBenchEnqueue(ctx context.Context, env *environ, args []string) error {
 	}
 	out.Seconds = time.Since(start).Seconds()
 	out.PeakHeap = peak()
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		out.PeakRSS, _ = parseVmHWM(b)
+	}
 	return json.NewEncoder(env.stdout).Encode(out)
 }
 

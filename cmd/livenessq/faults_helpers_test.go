@@ -545,6 +545,15 @@ func (r *faultRig) collect() {
 	}
 	outs := r.outputs
 	r.mu.Unlock()
+	if dir := os.Getenv("LIVENESSQ_FAULTS_LOGS"); dir != "" { // keep every output, for a person to read
+		for i, o := range outs {
+			name := regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(o.source, "_")
+			if len(name) > 120 {
+				name = name[:120]
+			}
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%03d.log", name, i)), []byte(o.text), 0o644)
+		}
+	}
 	for _, o := range outs {
 		collectFaultText(o.source, o.text)
 		for _, s := range []string{r.appKey, r.s3.SecretKey} {
@@ -589,6 +598,20 @@ func (r *faultRig) scrape(w *faultWorker) string {
 	require.Equal(r.t, http.StatusOK, code)
 	r.keep("metrics of "+w.name, body)
 	return body
+}
+
+// waitUnready waits until the worker's /readyz answers 503 naming check (e.g. "redis",
+// "storage") as the reason; the answers are kept for the leak check.
+func (r *faultRig) waitUnready(w *faultWorker, check string) {
+	r.t.Helper()
+	url := strings.TrimSuffix(w.metricsURL, "/metrics") + "/readyz"
+	var last string
+	eventually(r.t, 15*time.Second, func() bool {
+		code, body := httpGet(r.t, url)
+		last = body
+		r.keep("readyz of "+w.name, body)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"reason":"`+check)
+	}, "worker %s: /readyz did not report %s as not ready; last answer %s", w.name, check, last)
 }
 
 // faultSelfieSizes are the selfies' sizes: few, as the emulator's images are encoded once

@@ -123,17 +123,17 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 		}
 		say("calling the Kairos API at %s (credentials from KAIROS_APP_ID/KAIROS_APP_KEY)", redactedURL(kf.apiURL))
 	} else {
-		emuURL, stop, err := startRunEmulator(emuLatency)
+		key := randomHex(16) // the emulator's and the client's only: never shown
+		emuURL, stop, err := startRunEmulator(key, emuLatency)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		key := randomHex(16)
-		kc, err = kairos.New(kairos.Config{BaseURL: emuURL.url, AppID: runEmulatorAppID, AppKey: emuURL.key(key), Timeout: kf.timeout, UserAgent: "livenessq"})
+		kc, err = kairos.New(kairos.Config{BaseURL: emuURL, AppID: runEmulatorAppID, AppKey: key, Timeout: kf.timeout, UserAgent: "livenessq"})
 		if err != nil {
 			return err
 		}
-		say("using the built-in Kairos emulator at %s (set KAIROS_APP_ID and KAIROS_APP_KEY to call the real API)", emuURL.url)
+		say("using the built-in Kairos emulator at %s (set KAIROS_APP_ID and KAIROS_APP_KEY to call the real API)", emuURL)
 	}
 
 	store, err := newResults(rdb, res, logger)
@@ -376,24 +376,13 @@ func displayLocation(raw string) string {
 	return raw
 }
 
-// embeddedEmulator is the built-in emulator of `run`.
-type embeddedEmulator struct {
-	url string
-	emu *kairostest.Emulator
-}
-
-// key sets the emulator's accepted app key and returns it.
-func (e *embeddedEmulator) key(k string) string {
-	_ = e.emu.Update(func(c *kairostest.Config) { c.AppKey = k })
-	return k
-}
-
-// startRunEmulator serves the emulator, with the sample set's rules, on a loopback port.
-func startRunEmulator(latency time.Duration) (*embeddedEmulator, func(), error) {
-	emu := kairostest.New(kairostest.Config{AppID: runEmulatorAppID, Rules: sampleRules(), Latency: latency})
+// startRunEmulator serves the built-in emulator, with the sample set's rules and the
+// given app key, on a loopback port; it returns the API URL and a stop function.
+func startRunEmulator(appKey string, latency time.Duration) (string, func(), error) {
+	emu := kairostest.New(kairostest.Config{AppID: runEmulatorAppID, AppKey: appKey, Rules: sampleRules(), Latency: latency})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, fmt.Errorf("start the built-in emulator: %w", err)
+		return "", nil, fmt.Errorf("start the built-in emulator: %w", err)
 	}
 	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
@@ -402,7 +391,7 @@ func startRunEmulator(latency time.Duration) (*embeddedEmulator, func(), error) 
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}
-	return &embeddedEmulator{url: "http://" + ln.Addr().String() + "/v0.2/liveness-verification", emu: emu}, stop, nil
+	return "http://" + ln.Addr().String() + "/v0.2/liveness-verification", stop, nil
 }
 
 // sampleCacheDir is where run writes the sample set when it runs outside the
