@@ -34,6 +34,7 @@ type benchFlags struct {
 	selfies int // size of the 100 KB set
 
 	budgetRate        int
+	budgetSelfies     int
 	budgetWorkers     int
 	budgetConcurrency int
 	budgetInflight    int
@@ -74,6 +75,7 @@ func (f *benchFlags) register(fs *flagSet) {
 	fs.IntVar(&f.selfies, "selfies", 10000, "number of ~100 KB JPEGs uploaded once and shared by the budget, overhead, latency and meet scenarios")
 
 	fs.IntVar(&f.budgetRate, "budget-rate", 200, "budget: R, the emulator's limit in any 1-s window and the budget's --rate")
+	fs.IntVar(&f.budgetSelfies, "budget-selfies", 7500, "budget: number of ~5 KB JPEGs queued for each run (more than R × the duration, so the queue never runs dry)")
 	fs.IntVar(&f.budgetWorkers, "budget-workers", 4, "budget: worker processes")
 	fs.IntVar(&f.budgetConcurrency, "budget-concurrency", 32, "budget: --concurrency of each worker")
 	fs.IntVar(&f.budgetInflight, "budget-max-inflight", 64, "budget: --max-inflight, the cap on API calls in flight across workers")
@@ -121,7 +123,7 @@ func (f *benchFlags) validate() ([]string, error) {
 		return nil, usagef("--only: name at least one of %s", strings.Join(benchScenarios, ", "))
 	}
 	positive := map[string]int{
-		"--selfies": f.selfies, "--budget-rate": f.budgetRate, "--budget-workers": f.budgetWorkers,
+		"--selfies": f.selfies, "--budget-rate": f.budgetRate, "--budget-selfies": f.budgetSelfies, "--budget-workers": f.budgetWorkers,
 		"--budget-concurrency": f.budgetConcurrency, "--overhead-tasks": f.overheadTasks,
 		"--overhead-concurrency": f.overheadConcurrency, "--latency-tasks": f.latencyTasks,
 		"--latency-concurrency": f.latencyConcurrency, "--meet-tasks": f.meetTasks, "--meet-rate": f.meetRate,
@@ -299,8 +301,11 @@ func runBench(ctx context.Context, env *environ, args []string) error {
 // set).
 func (b *bench) prepare(ctx context.Context, only []string) error {
 	var sets []benchSet
-	if slices.ContainsFunc(only, func(s string) bool { return s != "enqueue" && s != "memory" }) {
+	if slices.ContainsFunc(only, func(s string) bool { return s == "overhead" || s == "latency" || s == "meet" }) {
 		sets = append(sets, selfies100K(b.f.selfies))
+	}
+	if slices.Contains(only, "budget") {
+		sets = append(sets, selfiesSmall(b.f.budgetSelfies))
 	}
 	if slices.Contains(only, "enqueue") {
 		sets = append(sets, enqueueKeys(b.f.enqueueKeys))

@@ -30,11 +30,11 @@ type budgetRun struct {
 func (b *bench) runBudget(ctx context.Context) error {
 	f := b.f
 	R := float64(f.budgetRate)
-	if need := int(R * f.budgetDuration.Seconds() * 1.2); f.selfies < need {
-		return fmt.Errorf("--selfies %d is too few for %v at %v/s (want %d, so the queue never runs dry)", f.selfies, f.budgetDuration, R, need)
+	if need := int(R * f.budgetDuration.Seconds() * 1.1); f.budgetSelfies < need {
+		return fmt.Errorf("--budget-selfies %d is too few for %v at %v/s (want %d, so the queue never runs dry)", f.budgetSelfies, f.budgetDuration, R, need)
 	}
-	b.logf("budget (issue 5): the emulator allows %d requests in any 1-s window (403 beyond), latency %v; %d workers × concurrency %d for %v, one SIGKILLed at %v",
-		f.budgetRate, f.budgetLatency, f.budgetWorkers, f.budgetConcurrency, f.budgetDuration, f.budgetKillAt)
+	b.logf("budget (issue 5): the emulator allows %d requests in any 1-s window (403 beyond), latency %v; %d workers × concurrency %d for %v, one SIGKILLed at %v; %d queued selfies of ~5 KB",
+		f.budgetRate, f.budgetLatency, f.budgetWorkers, f.budgetConcurrency, f.budgetDuration, f.budgetKillAt, f.budgetSelfies)
 	b.logf("  ours:  livenessq worker --rate %d --burst 1 --max-inflight %d (the global budget in Redis)", f.budgetRate, f.budgetInflight)
 	b.logf("  usual: a golang.org/x/time/rate limiter at %v/s in each process (bench _worker --local-rate)", R/float64(f.budgetWorkers))
 	ours, err := b.budgetVariant(ctx, "ours", benchDBBudgetOurs, 0)
@@ -79,7 +79,7 @@ func (b *bench) budgetVariant(ctx context.Context, name string, db int, localRat
 	defer stopAll(5*time.Second, emu.proc)
 
 	// The whole set waits, paused, while the workers start.
-	if _, err := b.enqueue(ctx, rdb, store, enqueue.DefaultQueue, "", b.selfieKeys(f.selfies)); err != nil {
+	if _, err := b.enqueue(ctx, rdb, store, enqueue.DefaultQueue, "", enqueue.Prefix(ctx, b.bucket, benchPrefixSmall)); err != nil {
 		return out, err
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)

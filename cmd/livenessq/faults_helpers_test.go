@@ -600,8 +600,8 @@ func (r *faultRig) scrape(w *faultWorker) string {
 	return body
 }
 
-// waitUnready waits until the worker's /readyz answers 503 naming check (e.g. "redis",
-// "storage") as the reason; the answers are kept for the leak check.
+// waitUnready waits until the worker's /readyz answers 503 with check (e.g. "redis",
+// "storage") failing; the answers are kept for the leak check.
 func (r *faultRig) waitUnready(w *faultWorker, check string) {
 	r.t.Helper()
 	url := strings.TrimSuffix(w.metricsURL, "/metrics") + "/readyz"
@@ -610,7 +610,12 @@ func (r *faultRig) waitUnready(w *faultWorker, check string) {
 		code, body := httpGet(r.t, url)
 		last = body
 		r.keep("readyz of "+w.name, body)
-		return code == http.StatusServiceUnavailable && strings.Contains(body, `"reason":"`+check)
+		var ans struct {
+			Ready  bool              `json:"ready"`
+			Checks map[string]string `json:"checks"`
+		}
+		return code == http.StatusServiceUnavailable && json.Unmarshal([]byte(body), &ans) == nil &&
+			!ans.Ready && ans.Checks[check] != "" && ans.Checks[check] != "ok"
 	}, "worker %s: /readyz did not report %s as not ready; last answer %s", w.name, check, last)
 }
 
