@@ -19,8 +19,9 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultMaxRetry is the asynq retry count of a task when Config.MaxRetry is 0.
-	DefaultMaxRetry = 10
+	// DefaultMaxRetry is the asynq retry count of a task when Config.MaxRetry is 0: 9
+	// retries, so 10 attempts in all, the documented default.
+	DefaultMaxRetry = 9
 	// DefaultRetention is how long a completed task is kept when Config.Retention is 0.
 	DefaultRetention = 24 * time.Hour
 	// DefaultInFlight is the number of concurrent enqueues when Config.InFlight is 0.
@@ -66,7 +67,7 @@ type Config struct {
 	// Queue is the asynq queue tasks go to. Default DefaultQueue ("liveness").
 	Queue string
 	// MaxRetry is the number of times asynq retries a failed task before archiving it.
-	// Default DefaultMaxRetry (10); it must not be negative.
+	// Default DefaultMaxRetry (9, i.e. 10 attempts); it must not be negative.
 	MaxRetry int
 	// Retention is how long asynq keeps a completed task. Default DefaultRetention (24h).
 	// While a task is kept (pending, running, retrying, archived, or completed within its

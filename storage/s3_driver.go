@@ -648,6 +648,9 @@ func spool(ctx context.Context, r io.Reader) (io.ReadSeeker, int64, func(), erro
 	return f, int64(len(buf)) + rest, cleanup, nil
 }
 
+// list streams the keys under prefix a page at a time, fetching the next page while the
+// caller consumes the current one, so that a caller doing work per key (an enqueue) does
+// not wait for the listing between pages. At most two pages are held.
 func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes, error] {
 	return func(yield func(Attributes, error) bool) {
 		in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize)}
@@ -655,13 +658,41 @@ func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes
 			in.Prefix = aws.String(prefix)
 		}
 		pages := s3.NewListObjectsV2Paginator(d.client, in)
-		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
-			if err != nil {
-				yield(Attributes{}, d.translate(ctx, "list prefix", prefix, err))
+		lctx, cancel := context.WithCancel(ctx)
+		type result struct {
+			page *s3.ListObjectsV2Output
+			err  error
+		}
+		next := make(chan result, 1)
+		inFlight := false
+		fetch := func() {
+			if !pages.HasMorePages() {
 				return
 			}
-			for _, o := range page.Contents {
+			inFlight = true
+			go func() {
+				p, err := pages.NextPage(lctx)
+				next <- result{p, err}
+			}()
+		}
+		defer func() {
+			// Stop a prefetch the caller no longer wants, and wait for it: no request
+			// outlives the loop.
+			cancel()
+			if inFlight {
+				<-next
+			}
+		}()
+		fetch()
+		for inFlight {
+			r := <-next
+			inFlight = false
+			if r.err != nil {
+				yield(Attributes{}, d.translate(ctx, "list prefix", prefix, r.err))
+				return
+			}
+			fetch()
+			for _, o := range r.page.Contents {
 				a := Attributes{
 					Key:     aws.ToString(o.Key),
 					Size:    aws.ToInt64(o.Size),

@@ -133,12 +133,13 @@ func TestS3ListPages(t *testing.T) {
 	require.Equal(t, 35, n)
 	require.Equal(t, int32(4), tr.lists.Load(), "35 keys at 10 a page take 4 requests")
 
-	// Stopping after the first page fetches no more.
+	// Stopping after the first page fetches no more than the page prefetched meanwhile
+	// (whose request is cancelled).
 	tr.lists.Store(0)
 	for range b.List(ctx, "p/") {
 		break
 	}
-	require.Equal(t, int32(1), tr.lists.Load())
+	require.LessOrEqual(t, tr.lists.Load(), int32(2))
 }
 
 // tlsProxy serves HTTPS in front of the test S3 server, keeping the Host header so that

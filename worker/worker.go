@@ -68,13 +68,12 @@ type Worker struct {
 	metrics *Metrics
 	budget  *Budget
 	buckets map[string]*storage.Bucket
-	insp    *asynq.Inspector
+	pause   func(ctx context.Context, reason string) error
 
 	mu      sync.Mutex
 	srv     *asynq.Server
 	started bool
 	stopped bool
-	paused  bool
 }
 
 // New applies defaults to cfg, validates it and returns a Worker ready to Start.
@@ -126,13 +125,13 @@ func New(cfg Config) (*Worker, error) {
 		metrics: cfg.Metrics,
 		budget:  cfg.Budget,
 		buckets: map[string]*storage.Bucket{cfg.Storage.URL(): cfg.Storage},
-		insp:    asynq.NewInspectorFromRedisClient(cfg.Redis),
+		pause:   QueuePauser(cfg.Redis, cfg.Queue, cfg.Logger.With().Str("component", "worker").Logger()),
 	}
 	if w.metrics == nil {
 		w.metrics = NewMetrics(nil)
 	}
 	if w.budget == nil {
-		b, err := NewBudget(BudgetConfig{Redis: cfg.Redis, Logger: cfg.Logger, Pause: w.pauseQueue})
+		b, err := NewBudget(BudgetConfig{Redis: cfg.Redis, Logger: cfg.Logger, Pause: w.pause})
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
@@ -238,32 +237,41 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return d
 }
 
-// pauseForCredentials pauses the queue once when the API refuses our credentials: every
+// pauseForCredentials pauses the queue when the API refuses our credentials: every
 // other task would fail the same way.
 func (w *Worker) pauseForCredentials(ctx context.Context, cause error) {
-	_ = w.pauseQueue(ctx, fmt.Sprintf("Kairos refused the credentials (%v); fix KAIROS_APP_ID/KAIROS_APP_KEY, then run `livenessq resume`", cause))
+	status := "no status"
+	var ae *kairos.APIError
+	if errors.As(cause, &ae) {
+		status = fmt.Sprintf("HTTP %d", ae.StatusCode)
+	}
+	_ = w.pause(ctx, fmt.Sprintf("Kairos refused the credentials (%s); fix KAIROS_APP_ID/KAIROS_APP_KEY, then run `livenessq resume`", status))
 }
 
-// pauseQueue pauses the asynq queue for every worker and logs reason once per process.
-func (w *Worker) pauseQueue(ctx context.Context, reason string) error {
-	err := w.insp.PauseQueue(w.cfg.Queue)
-	if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) && !isAlreadyPaused(err) {
-		w.log.Error().Err(err).Msg("pause queue")
+// QueuePauser returns a function that pauses queue for every worker (asynq's queue
+// pause), records reason where `livenessq status` shows it and `livenessq resume`
+// clears it, and logs it as one error line per process and reason. It is the Pause of a
+// BudgetConfig, and what a Worker does when the API refuses its credentials.
+func QueuePauser(rdb redis.UniversalClient, queue string, log zerolog.Logger) func(ctx context.Context, reason string) error {
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	var mu sync.Mutex
+	logged := map[string]bool{}
+	return func(ctx context.Context, reason string) error {
+		err := insp.PauseQueue(queue)
+		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) && !containsFold(err.Error(), "already paused") {
+			return fmt.Errorf("pause queue %q: %w", queue, err)
+		}
+		if err := rdb.HSet(context.WithoutCancel(ctx), budgetKeyPaused, "reason", reason, "queue", queue,
+			"at", time.Now().UnixMicro()).Err(); err != nil {
+			log.Warn().Err(err).Msg("record the pause reason")
+		}
+		mu.Lock()
+		first := !logged[reason]
+		logged[reason] = true
+		mu.Unlock()
+		if first {
+			log.Error().Str("queue", queue).Msg("queue paused: " + reason)
+		}
+		return nil
 	}
-	// Recorded where the budget records its own pauses, so `livenessq status` shows it
-	// and `livenessq resume` clears it.
-	_ = w.cfg.Redis.HSet(context.WithoutCancel(ctx), budgetKeyPaused, "reason", reason, "queue", w.cfg.Queue,
-		"at", time.Now().UnixMicro()).Err()
-	w.mu.Lock()
-	first := !w.paused
-	w.paused = true
-	w.mu.Unlock()
-	if first {
-		w.log.Error().Str("queue", w.cfg.Queue).Msg("queue paused: " + reason)
-	}
-	return nil
-}
-
-func isAlreadyPaused(err error) bool {
-	return err != nil && (errors.Is(err, asynq.ErrQueueNotFound) || containsFold(err.Error(), "already paused"))
 }

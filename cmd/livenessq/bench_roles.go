@@ -136,7 +136,7 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 		}
 		verifier = &localLimited{lim: rate.NewLimiter(rate.Limit(localRate), 1), next: kc}
 	} else {
-		budget, err = wf.budget(rdb, queuePauser(rdb, c.queue, logger), logger)
+		budget, err = wf.budget(rdb, worker.QueuePauser(rdb, c.queue, logger), logger)
 		if err != nil {
 			return err
 		}

@@ -226,9 +226,11 @@ func (b *batchFlags) register(fs *flagSet, withWorker bool) {
 		fs.bindEnv("threshold", "LIVENESSQ_THRESHOLD")
 		fs.IntVar(&b.maxAttempts, "max-attempts", 10, "attempts a task gets before it is archived as failed (at least 2)")
 		fs.bindEnv("max-attempts", "LIVENESSQ_MAX_ATTEMPTS")
+		// Callbacks are delivered by `serve` and `worker` processes (with
+		// LIVENESSQ_WEBHOOK_SECRET); `run` ends with its batch, so it offers none.
+		fs.StringVar(&b.callbackURL, "callback-url", "", "URL that receives the batch's completion callback (delivered by `serve` or `worker` processes that have LIVENESSQ_WEBHOOK_SECRET)")
+		fs.bindEnv("callback-url", "LIVENESSQ_CALLBACK_URL")
 	}
-	fs.StringVar(&b.callbackURL, "callback-url", "", "URL that receives the batch's completion callback")
-	fs.bindEnv("callback-url", "LIVENESSQ_CALLBACK_URL")
 }
 
 func (b *batchFlags) validate() error {

@@ -254,8 +254,11 @@ func testFaultS3Outage(t *testing.T, _ faultShared) {
 		emulator: kairostest.Config{Latency: 200 * time.Millisecond}})
 	keys := faultSeedSelfies(t, rig.selfies, "", faultBatch)
 	n := int64(len(keys))
-	// 15 attempts with backoff from 1 s (capped at 8 s): a 10 s outage cannot use them up.
-	const attempts = 15
+	// 20 attempts with backoff from 1 s, capped at 8 s: a 10 s outage (plus the restart)
+	// cannot use them up. asynq schedules retries in whole seconds, which shortens each
+	// wait by up to 1 s, so 10 attempts can go by in an outage this long (9 were seen);
+	// a simulation of this schedule puts the chance of using 20 within 15 s below 1e-6.
+	const attempts = 20
 	args := []string{"--concurrency", "4", "--retry-base", "1s", "--retry-cap", "8s", "--max-attempts", strconv.Itoa(attempts)}
 	ws := []*faultWorker{rig.startWorker("w0", nil, args...), rig.startWorker("w1", nil, args...)}
 	const id = "faults-s3"

@@ -150,7 +150,7 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 		return err
 	}
 	defer client.Close()
-	budget, err := wf.budget(rdb, queuePauser(rdb, c.queue, logger), logger)
+	budget, err := wf.budget(rdb, worker.QueuePauser(rdb, c.queue, logger), logger)
 	if err != nil {
 		return err
 	}

@@ -190,19 +190,6 @@ func (f *workerFlags) config() worker.Config {
 	}
 }
 
-// queuePauser returns the budget's Pause: it pauses queue for every worker.
-func queuePauser(rdb redis.UniversalClient, queue string, log zerolog.Logger) func(context.Context, string) error {
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	return func(_ context.Context, reason string) error {
-		err := insp.PauseQueue(queue)
-		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already paused") {
-			return fmt.Errorf("pause queue %q: %w", queue, err)
-		}
-		log.Error().Str("queue", queue).Str("reason", reason).Msg("queue paused; run `livenessq resume` once the cause is fixed")
-		return nil
-	}
-}
-
 func runWorker(ctx context.Context, env *environ, args []string) error {
 	var c common
 	var wf workerFlags
@@ -247,7 +234,7 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	budget, err := wf.budget(rdb, queuePauser(rdb, c.queue, logger), logger)
+	budget, err := wf.budget(rdb, worker.QueuePauser(rdb, c.queue, logger), logger)
 	if err != nil {
 		return err
 	}
@@ -288,7 +275,12 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 		Str("api_url", redactedURL(kf.apiURL)).Int("concurrency", wf.concurrency).Float64("rate", wf.rate).
 		Int("max_inflight", wf.maxInFlight).Msg("worker starting")
 
+	stopWebhooks, err := startWebhooks(ctx, env, rdb, store, logger)
+	if err != nil {
+		return err
+	}
 	runErr := w.Run(ctx)
+	stopWebhooks()
 	if hs != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = hs.Shutdown(sctx)
