@@ -32,6 +32,15 @@ func TestConformance(t *testing.T) {
 		t.Logf("conformance suite against the S3 driver on versitygw at %s", srv.Endpoint)
 		storagetest.Run(t, newS3Bucket)
 	})
+	t.Run("s3-sdk-only", func(t *testing.T) {
+		srv := testenv.S3Server(t)
+		t.Logf("conformance suite against the S3 driver without its fast path (every request through the SDK) on versitygw at %s", srv.Endpoint)
+		storagetest.Run(t, func(t *testing.T) *storage.Bucket {
+			b := newS3Bucket(t)
+			storage.DisableFastPath(b)
+			return b
+		})
+	})
 }
 
 // newLocalBucket returns a Bucket over a new temporary directory.

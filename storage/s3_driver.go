@@ -109,6 +109,7 @@ type s3Driver struct {
 	secret    string       // explicit secret, scrubbed from error texts
 	ownHTTP   *http.Client // the client NewS3 made, closed by close
 	pageSize  int32
+	fast      *s3Fast // GetObject and PutObject without the SDK's middleware; nil: use the SDK
 }
 
 var _ driver = (*s3Driver)(nil)
@@ -177,6 +178,7 @@ func newS3Driver(ctx context.Context, cfg S3Config) (*s3Driver, error) {
 		o.UsePathStyle = cfg.PathStyle
 		o.HTTPClient = httpClient
 	})
+	d.fast = newS3Fast(ctx, d.bucket, d.client.Options(), httpClient)
 	return d, nil
 }
 
@@ -394,6 +396,13 @@ func (d *s3Driver) get(ctx context.Context, key string, opts GetOptions) (*Reade
 
 // getObject is get, with op naming the operation in errors.
 func (d *s3Driver) getObject(ctx context.Context, op, key string, opts GetOptions) (*Reader, error) {
+	if d.fast != nil {
+		resp, err := d.fast.get(ctx, key, opts)
+		if err != nil {
+			return nil, d.translate(ctx, op, key, err)
+		}
+		return &Reader{ReadCloser: resp.Body, Attributes: d.attrsOf(key, resp)}, nil
+	}
 	in := &s3.GetObjectInput{Bucket: aws.String(d.bucket), Key: aws.String(key)}
 	if opts.IfMatch != "" {
 		in.IfMatch = aws.String(`"` + opts.IfMatch + `"`)
@@ -495,6 +504,12 @@ func remaining(rs io.ReadSeeker) (int64, error) {
 
 // putObject sends a seekable content of n bytes in one signed PutObject.
 func (d *s3Driver) putObject(ctx context.Context, key string, body io.ReadSeeker, n int64, contentType string) error {
+	if d.fast != nil {
+		if err := d.fast.put(ctx, key, body, n, contentType); err != nil {
+			return d.translate(ctx, "put", key, err)
+		}
+		return nil
+	}
 	_, err := d.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(d.bucket),
 		Key:           aws.String(key),

@@ -94,6 +94,49 @@ func TestS3MissingBucket(t *testing.T) {
 	require.ErrorIs(t, b.Delete(ctx, "k.jpg"), storage.ErrBucketNotFound)
 }
 
+// TestS3FastPath checks the URLs of the fast path (GetObject and PutObject without the
+// SDK's middleware): the endpoint the SDK resolves for the bucket, and S3's escaping of
+// the key (every byte but A-Z a-z 0-9 - . _ ~ and '/').
+func TestS3FastPath(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		desc string
+		cfg  storage.S3Config
+		key  string
+		want string
+	}{
+		{desc: "path style, custom endpoint", key: "a b/c+d%e.jpg",
+			cfg:  storage.S3Config{Bucket: "bkt", Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", PathStyle: true, AccessKey: "a", SecretKey: "s"},
+			want: "http://127.0.0.1:9000/bkt/a%20b/c%2Bd%25e.jpg"},
+		{desc: "AWS, virtual host", key: "ünï/x.jpg",
+			cfg:  storage.S3Config{Bucket: "my-bucket", Region: "eu-west-1", AccessKey: "a", SecretKey: "s"},
+			want: "https://my-bucket.s3.eu-west-1.amazonaws.com/%C3%BCn%C3%AF/x.jpg"},
+		{desc: "prefix", key: "k.jpg",
+			cfg:  storage.S3Config{Bucket: "bkt", Prefix: "p/q", Endpoint: "http://h:1", Region: "r", PathStyle: true, AccessKey: "a", SecretKey: "s"},
+			want: "http://h:1/bkt/p/q/k.jpg"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			b, err := storage.NewS3(ctx, tc.cfg)
+			require.NoError(t, err)
+			defer b.Close()
+			r, err := b.Sub("").Get(ctx, tc.key, nil) // no server: only the URL matters
+			if err == nil {
+				r.Close()
+			}
+			require.Equal(t, tc.want, storage.FastPathURL(b, fullKey(tc.cfg.Prefix, tc.key)))
+		})
+	}
+}
+
+// fullKey joins a Bucket's prefix and a key as the driver sees them.
+func fullKey(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return strings.TrimSuffix(prefix, "/") + "/" + key
+}
+
 // countingTransport counts the ListObjectsV2 requests that go through it.
 type countingTransport struct {
 	base  http.RoundTripper

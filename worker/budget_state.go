@@ -83,6 +83,11 @@ func ResumeBudget(ctx context.Context, rdb redis.UniversalClient) error {
 	if err := rdb.Del(ctx, budgetKeyPaused, budgetKeyCooldown, budgetKeyProbe).Err(); err != nil {
 		return fmt.Errorf("budget: resume: %w: %w", ErrBudgetUnavailable, err)
 	}
+	// A refusal of a call admitted before this resume is stale (it was in flight while
+	// the key was being fixed): it must not pause the queue again.
+	if err := authBarrierScript.Run(ctx, rdb, []string{budgetKeyAuthBarrier}).Err(); err != nil {
+		return fmt.Errorf("budget: resume: %w: %w", ErrBudgetUnavailable, err)
+	}
 	return nil
 }
 

@@ -202,7 +202,7 @@ func (w *Worker) call(ctx context.Context, tk *task, s kairos.Selfie) (*kairos.R
 		log.Warn().Msg("API usage limit reached (403); the shared cooldown holds every worker")
 		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrUsageLimited, err)}
 	case errors.Is(err, kairos.ErrUnauthorized):
-		w.pauseForCredentials(ctx, err)
+		w.pauseForCredentials(ctx, err, lease.AdmittedAt())
 		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrServicePaused, err), delay: min(30*time.Second, w.cfg.Retry.Cap)}
 	case kairos.IsRetryable(err):
 		return nil, &transient{err: fmt.Errorf("verify: %w", err), reason: callReason(err), retryAfter: kairos.RetryAfter(err)}
@@ -266,7 +266,7 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 	if out.Redelivered {
 		w.metrics.Redeliveries.Inc()
 	}
-	w.deleteVerdict(ctx, tk.id)
+	w.retireVerdict(ctx, tk.id) // kept a while: a redelivery of this finished task reuses it
 	w.metrics.Results.WithLabelValues(string(tk.rec.Status)).Inc()
 	w.metrics.TaskDuration.WithLabelValues(string(tk.rec.Status)).Observe(time.Since(tk.started).Seconds())
 	ev := tk.log.Info()

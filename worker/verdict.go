@@ -20,6 +20,15 @@ type verdict struct {
 // verdictTTL bounds how long an unused verdict is kept: longer than any retry schedule.
 const verdictTTL = 48 * time.Hour
 
+// verdictKeepAfterResult is how long a verdict is kept once its result is written. asynq
+// runs a finished task again when its acknowledgement is lost: the worker was killed
+// between the write and the ack, or Redis was unreachable at the ack (asynq v0.26's
+// retry of a failed ack reuses a cancelled context, so it never succeeds). The task
+// comes back once its lease has expired: 30 s, plus 30 s of clock-skew margin, plus up
+// to a minute of asynq's recovery polling. Kept this long, the verdict is written again
+// rather than paid for twice.
+const verdictKeepAfterResult = 5 * time.Minute
+
 func verdictKey(taskID string) string { return "livenessq:verdict:{" + taskID + "}" }
 
 func (w *Worker) saveVerdict(ctx context.Context, taskID string, v *verdict) {
@@ -50,9 +59,11 @@ func (w *Worker) loadVerdict(ctx context.Context, taskID string) *verdict {
 	return &v
 }
 
-func (w *Worker) deleteVerdict(ctx context.Context, taskID string) {
+// retireVerdict shortens the life of a verdict whose result has been written to
+// verdictKeepAfterResult.
+func (w *Worker) retireVerdict(ctx context.Context, taskID string) {
 	if taskID == "" {
 		return
 	}
-	_ = w.cfg.Redis.Del(context.WithoutCancel(ctx), verdictKey(taskID)).Err()
+	_ = w.cfg.Redis.Expire(context.WithoutCancel(ctx), verdictKey(taskID), verdictKeepAfterResult).Err()
 }

@@ -238,8 +238,15 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 }
 
 // pauseForCredentials pauses the queue when the API refuses our credentials: every
-// other task would fail the same way.
-func (w *Worker) pauseForCredentials(ctx context.Context, cause error) {
+// other task would fail the same way. A refusal of a call admitted before the latest such
+// pause is not a new one: it comes from a call that was in flight when an operator fixed
+// the key and resumed, and must not pause the queue again.
+func (w *Worker) pauseForCredentials(ctx context.Context, cause error, admittedAt time.Time) {
+	fresh, err := authPauseScript.Run(context.WithoutCancel(ctx), w.cfg.Redis, []string{budgetKeyAuthBarrier},
+		admittedAt.UnixMicro()).Int()
+	if err == nil && fresh == 0 {
+		return
+	}
 	status := "no status"
 	var ae *kairos.APIError
 	if errors.As(cause, &ae) {
@@ -247,6 +254,29 @@ func (w *Worker) pauseForCredentials(ctx context.Context, cause error) {
 	}
 	_ = w.pause(ctx, fmt.Sprintf("Kairos refused the credentials (%s); fix KAIROS_APP_ID/KAIROS_APP_KEY, then run `livenessq resume`", status))
 }
+
+// budgetKeyAuthBarrier holds when (Redis clock, µs) the queue was last paused for
+// refused credentials, or last resumed: a refusal of a call admitted before it is not
+// news.
+const budgetKeyAuthBarrier = budgetKeyPrefix + "auth_barrier"
+
+// authPauseScript moves the barrier to now unless the refused call (admitted at ARGV[1],
+// µs) was admitted before it. Returns 1 when the caller should pause the queue.
+var authPauseScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local at = tonumber(redis.call('GET', KEYS[1]) or '0')
+if at >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', now), 'EX', 604800)
+return 1
+`)
+
+// authBarrierScript moves the barrier to now (on resume).
+var authBarrierScript = redis.NewScript(`
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), 'EX', 604800)
+return 1
+`)
 
 // QueuePauser returns a function that pauses queue for every worker (asynq's queue
 // pause), records reason where `livenessq status` shows it and `livenessq resume`

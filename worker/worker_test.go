@@ -148,7 +148,9 @@ func (b *testBundle) waitComplete(t *testing.T, batch string, timeout time.Durat
 			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("batch %s not complete after %v: done %d of %d, counts %v", batch, timeout, s.Done, s.Enqueued, s.Counts)
+			lines := strings.Split(b.logs.String(), "\n")
+			t.Fatalf("batch %s not complete after %v: done %d of %d, counts %v; last log lines:\n%s", batch, timeout,
+				s.Done, s.Enqueued, s.Counts, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -318,6 +320,7 @@ func TestRedeliveredTaskCountedOnce(t *testing.T) {
 
 func TestRefusedCredentialsPauseQueue(t *testing.T) {
 	b := setup(t, kairostest.Config{}, nil)
+	ctx := context.Background()
 	// Make the emulator refuse the worker's (correct) key.
 	wrong := "another-key"
 	require.NoError(t, b.emu.SetFaults(kairostest.Faults{AppKey: &wrong}))
@@ -330,9 +333,8 @@ func TestRefusedCredentialsPauseQueue(t *testing.T) {
 	b.enqueue(t, "creds", keys)
 	require.Eventually(t, func() bool {
 		qi, err := b.inspect.GetQueueInfo(enqueue.DefaultQueue)
-		return err == nil && qi.Paused
-	}, 30*time.Second, 20*time.Millisecond, "the queue is paused when the API refuses the credentials")
-	require.Contains(t, b.logs.String(), "refused the credentials")
+		return err == nil && qi.Paused && strings.Contains(b.logs.String(), "refused the credentials")
+	}, 30*time.Second, 20*time.Millisecond, "the queue is paused, and says why, when the API refuses the credentials")
 	if n := strings.Count(b.logs.String(), `"message":"queue paused: `); n != 1 {
 		t.Fatalf("%d pause errors, want one clear error, not one per task:\n%s", n, b.logs.String())
 	}
@@ -341,7 +343,9 @@ func TestRefusedCredentialsPauseQueue(t *testing.T) {
 	require.Equal(t, 0, qi.Archived)
 
 	// Fixed key, resumed queue: everything completes, no attempt was used up.
+	// What `livenessq resume` does: clear the budget's pause, then unpause the queue.
 	require.NoError(t, b.emu.SetFaults(kairostest.Faults{}))
+	require.NoError(t, worker.ResumeBudget(ctx, b.rdb))
 	require.NoError(t, b.inspect.UnpauseQueue(enqueue.DefaultQueue))
 	sum := b.waitComplete(t, "creds", time.Minute)
 	require.Equal(t, int64(20), sum.Done)

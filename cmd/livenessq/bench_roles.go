@@ -92,7 +92,7 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 	}
 	defer rdb.Close()
 
-	if noop {
+	if noop { // asynq on a plain client, as anyone would run it
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency:              wf.concurrency,
 			Queues:                   map[string]int{c.queue: 1},
@@ -116,6 +116,7 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
+	rdb = autoPipelined(rdb) // as `livenessq worker` does
 	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	_ "image/png"
 	"io"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -223,9 +224,43 @@ type faultServerProc struct {
 	done chan struct{}
 }
 
-// faultFreePort returns a loopback port that was free a moment ago.
-func faultFreePort(t testing.TB) int {
+// faultFreePort returns a loopback port that was free a moment ago, below the kernel's
+// range of ephemeral ports: a server stopped for a while must get its port back, and a
+// port in that range could meanwhile be taken by an outgoing connection (even by a
+// client's connection to itself, retrying the stopped server).
+//
+// With bus set, port+10000 (a Redis Cluster node's bus port) must be free too, and below
+// that range as well.
+func faultFreePort(t testing.TB, bus bool) int {
 	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	free := func(p int) bool {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	}
+	top := low
+	if bus {
+		top = low - 10000
+	}
+	if top > 12000 {
+		for range 200 {
+			p := 10000 + mrand.IntN(top-10000)
+			if free(p) && (!bus || free(p+10000)) {
+				return p
+			}
+		}
+	}
+	require.False(t, bus, "no free port pair for a Redis Cluster node")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -292,7 +327,8 @@ func startFaultRedis(t testing.TB, name string, extra ...string) *faultRedis {
 	t.Helper()
 	bin := testenv.Binary(t, testenv.EnvRedisServer)
 	dir := t.TempDir()
-	r := &faultRedis{faultServerProc{name: name, bin: bin, dir: dir, port: faultFreePort(t), log: filepath.Join(dir, "redis.log")}}
+	port := faultFreePort(t, slices.Contains(extra, "--cluster-enabled"))
+	r := &faultRedis{faultServerProc{name: name, bin: bin, dir: dir, port: port, log: filepath.Join(dir, "redis.log")}}
 	r.args = append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(r.port), "--dir", dir,
 		"--save", "", "--daemonize", "no", "--protected-mode", "no"}, extra...)
 	t.Cleanup(r.kill)
@@ -332,7 +368,7 @@ func startFaultS3(t testing.TB) *faultS3 {
 	require.NoError(t, os.MkdirAll(data, 0o755))
 	access, secret := "faults-"+faultSecret("")[:8], faultSecret("s3-secret-")
 	addFaultSecret("the S3 secret of a scenario's own versitygw", secret)
-	s := &faultS3{faultServerProc: faultServerProc{name: "versitygw", bin: bin, dir: dir, port: faultFreePort(t), log: filepath.Join(dir, "versitygw.log"),
+	s := &faultS3{faultServerProc: faultServerProc{name: "versitygw", bin: bin, dir: dir, port: faultFreePort(t, false), log: filepath.Join(dir, "versitygw.log"),
 		env: []string{"ROOT_ACCESS_KEY=" + access, "ROOT_SECRET_KEY=" + secret}}}
 	s.args = []string{"--port", s.addr(), "--access", access, "--secret", secret, "posix", data}
 	s.s3 = testenv.S3{Endpoint: "http://" + s.addr(), AccessKey: access, SecretKey: secret, Region: "us-east-1"}

@@ -156,17 +156,21 @@ func testFaultWorkerKill(t *testing.T, sh faultShared) {
 	start := time.Now()
 	rig.enqueueKeys(id, keys)
 
-	// Kill one worker every 5 s while the batch runs, and start a replacement.
+	// Kill one worker every 5 s while the batch runs, and start a replacement. The first
+	// kill comes earlier if a tenth of the batch is done first (a fast machine).
 	kills := 0
 	var lastKill time.Time
 	var doneAtKills []int64
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
 	for kills < faultKillMax {
-		<-tick.C
+		time.Sleep(50 * time.Millisecond)
 		d := rig.done(id)
 		if d >= n {
 			break
+		}
+		due := (kills == 0 && (d >= n/10 || time.Since(start) >= 5*time.Second)) ||
+			(kills > 0 && time.Since(lastKill) >= 5*time.Second)
+		if !due {
+			continue
 		}
 		v := kills % workers
 		faultKillWorker(t, ws[v])
@@ -483,7 +487,10 @@ func testFaultWrongKey(t *testing.T, sh faultShared) {
 	require.False(t, first401.IsZero(), "no call was refused")
 	require.Zero(t, rig.archived(), "archived tasks")
 
-	// One clear error per process, naming the cause and the way out.
+	// One clear error, naming the cause and the way out: at most one per process (a
+	// process whose tasks never reached the API, the queue being paused first, has
+	// nothing to say), at least one in all.
+	explained := 0
 	for _, w := range ws {
 		var errs []string
 		for _, ev := range faultLogEvents(w.output()) {
@@ -491,11 +498,15 @@ func testFaultWrongKey(t *testing.T, sh faultShared) {
 				errs = append(errs, ev.str("message")+" "+ev.str("error"))
 			}
 		}
-		require.Len(t, errs, 1, "worker %s: error lines", w.name)
-		require.Contains(t, errs[0], "credentials")
-		require.Contains(t, errs[0], "KAIROS_APP_KEY")
-		require.Contains(t, errs[0], "livenessq resume")
+		require.LessOrEqual(t, len(errs), 1, "worker %s: error lines %q", w.name, errs)
+		for _, e := range errs {
+			require.Contains(t, e, "credentials")
+			require.Contains(t, e, "KAIROS_APP_KEY")
+			require.Contains(t, e, "livenessq resume")
+			explained++
+		}
 	}
+	require.Positive(t, explained, "no worker said why the queue was paused")
 	text := rig.status("")
 	require.Contains(t, strings.ToLower(text), "paused")
 	require.Contains(t, text, "credentials", "status must say why the queue is paused")
@@ -590,7 +601,8 @@ func testFaultBadInput(t *testing.T, sh faultShared) {
 	}, "no bad_task result for the payload that is not JSON")
 	require.Equal(t, results.StatusBadTask, badTask.Status)
 	require.Contains(t, badTask.Reason, "bad task payload")
-	require.Equal(t, 1, rig.archived(), "the unreadable task is archived, visible to the operator")
+	eventually(t, 30*time.Second, func() bool { return rig.archived() == 1 },
+		"the unreadable task is archived, visible to the operator\n%s", rig.queueState())
 
 	// Thresholds the enqueue refuses, with a message and exit code 2.
 	for _, th := range []string{"-1", "2", "NaN"} {
