@@ -373,9 +373,9 @@ func testFaultUsageLimit(t *testing.T, sh faultShared) {
 	rig.enqueueKeys(id, keys)
 	rig.waitDone(id, n/8, 2*time.Minute)
 
-	rig.emu.setFaults(t, fmt.Sprintf(`{"usage_limit_for":%q}`, limitFor.String()))
 	set := time.Now()
-	end := set.Add(limitFor)
+	rig.emu.setFaults(t, fmt.Sprintf(`{"usage_limit_for":%q}`, limitFor.String()))
+	end := time.Now().Add(limitFor) // the limit lasts at least until then
 	// When the budget opened the shared cooldown (the Redis server's clock, this host's).
 	var opened time.Time
 	eventually(t, limitFor, func() bool {
