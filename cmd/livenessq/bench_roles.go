@@ -116,14 +116,14 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb = autoPipelined(rdb) // as `livenessq worker` does
+	prdb := autoPipelined(rdb) // as `livenessq worker` does
 	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	defer res.Close()
-	store, err := newResults(rdb, res, logger)
+	store, err := newResults(prdb, res, logger)
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 		}
 	}
 	cfg := wf.config()
-	cfg.Redis, cfg.Storage, cfg.Results, cfg.Kairos, cfg.Budget = rdb, src, store, verifier, budget
+	cfg.Redis, cfg.Storage, cfg.Results, cfg.Kairos, cfg.Budget = prdb, src, store, verifier, budget
 	cfg.Queue, cfg.Logger = c.queue, logger
 	w, err := worker.New(cfg)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"log"
 	"math"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -225,14 +224,14 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	rdb = autoPipelined(rdb)
+	prdb := autoPipelined(rdb) // for asynq, results and verdicts; the budget keeps its own round trips
 	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	defer res.Close()
-	store, err := newResults(rdb, res, logger)
+	store, err := newResults(prdb, res, logger)
 	if err != nil {
 		return err
 	}
@@ -253,7 +252,7 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	log.SetOutput(logger.With().Str("component", "metrics").Logger())
 
 	cfg := wf.config()
-	cfg.Redis, cfg.Storage, cfg.Results, cfg.Kairos, cfg.Budget = rdb, src, store, kc, budget
+	cfg.Redis, cfg.Storage, cfg.Results, cfg.Kairos, cfg.Budget = prdb, src, store, kc, budget
 	metrics := worker.NewMetrics(reg)
 	for _, st := range results.Statuses { // every status has a series from the start, for rate() and alerts
 		metrics.Results.WithLabelValues(string(st))
@@ -297,15 +296,14 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 
 // autoPipelined returns rdb's autopipeliner (go-redis AutoPipeline), or rdb itself when
 // the client has none. A worker's Redis traffic is many small commands from up to
-// --concurrency tasks at once (asynq's dequeues and acks, the budget, verdicts, results):
-// through the autopipeliner, commands issued meanwhile share one round trip, which costs
-// the worker and Redis fewer system calls per task (BENCHMARKS.md: about 10% of the
-// worker's CPU and 20% of Redis's). Closing rdb stops it.
+// --concurrency tasks at once (asynq's dequeues and acks, verdicts, results): through the
+// autopipeliner, commands issued meanwhile share one round trip, which costs the worker
+// and Redis fewer system calls per task (BENCHMARKS.md: about 10% of the worker's CPU and
+// 20% of Redis's). The budget is left on the plain client: its calls are serialized per
+// process anyway, and batching would only delay the moment a 403 closes the API to the
+// other workers. Closing rdb stops the autopipeliner.
 func autoPipelined(rdb redis.UniversalClient) redis.UniversalClient {
 	ap, err := rdb.AutoPipeline()
-	if os.Getenv("LQ_NO_AP") != "" {
-		return rdb
-	}
 	if err != nil {
 		return rdb
 	}
