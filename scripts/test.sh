@@ -14,7 +14,17 @@ services_start
 echo "== go vet ./..."
 go vet ./...
 echo "== go test -race -count=1 ./... ${GOTEST_FLAGS:-}"
-go test -race -count=1 -timeout 25m ${GOTEST_FLAGS:-} ./...
+# The storage package runs verbosely so that the log says which servers its conformance
+# suite ran against (the real versitygw among them); its full output is shown on failure.
+storage_log=$(mktemp)
+status=0
+go test -race -count=1 -timeout 25m ${GOTEST_FLAGS:-} $(go list ./... | grep -v '/storage$') || status=$?
+go test -race -count=1 -timeout 10m -v ${GOTEST_FLAGS:-} ./storage >"$storage_log" 2>&1 || { status=$?; cat "$storage_log"; }
+grep -E '^(ok|FAIL)\s' "$storage_log" || true
+echo "storage conformance suite: $(grep -c "storagetest: .* against s3://.*endpoint=${LIVENESSQ_TEST_S3_ENDPOINT}" "$storage_log" || true) tests against versitygw at ${LIVENESSQ_TEST_S3_ENDPOINT}, $(grep -c 'storagetest: .* against file://' "$storage_log" || true) against the local driver"
+grep -E 'MiB \(.*heap peak' "$storage_log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /  /' || true
+rm -f "$storage_log"
+[ "$status" -eq 0 ] || exit "$status"
 
 # A short fuzz run of each target with a checked-in seed corpus (testdata/fuzz/<Name>/);
 # -fuzz takes one target of one package at a time. FUZZTIME=0 skips them.
