@@ -79,7 +79,9 @@ type BudgetConfig struct {
 	// the budget losing that capacity; it costs Headroom/Window of the rate (0.5% by
 	// default) and is also the margin, in steady state, between Rate×Window calls and
 	// the window they fall in. A busy machine that wakes waiters later than that
-	// loses rate, never safety. Default 5 ms.
+	// loses rate, never safety. After a quiet spell (a second with no call due) the
+	// schedule restarts without that catch-up, so that the margin holds from the first
+	// call on. Default 5 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
@@ -601,7 +603,7 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
 		strconv.FormatFloat(b.basePace, 'f', -1, 64), b.tolUS,
 		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
-		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(),
+		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), c.Headroom.Microseconds(),
 	).Int64Slice()
 	if err != nil {
 		return budgetAttempt{}, err

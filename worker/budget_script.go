@@ -50,7 +50,7 @@ local function fmt(x) return string.format('%.3f', x) end
 // KEYS: gcra, leases, cooldown, probe, quota.
 // ARGV: lease id, max in flight (0 = no cap), lease TTL µs, pace (calls/s, 0 = no rate
 // limit), tolerance µs, quota (0 = none), quota period µs, quota anchor µs,
-// concurrency poll µs, probe poll µs.
+// concurrency poll µs, probe poll µs, headroom µs.
 // Returns {code, wait µs, now µs, probe 0|1}.
 var budgetAcquireScript = redis.NewScript(budgetLuaNow + `
 local id = ARGV[1]
@@ -85,7 +85,16 @@ local tat = now
 local ratewait = 0
 if pace > 0 then
   local g = redis.call('GET', KEYS[1])
-  if g then tat = math.max(tonumber(g), now) end
+  if g then
+    tat = math.max(tonumber(g), now)
+  else
+    -- No schedule (the start, or a quiet spell: the key expires a second after the
+    -- last call was due): it starts here without the headroom's catch-up, so that this
+    -- call and the next are a full interval apart. Otherwise the two would go nearly
+    -- back to back and a window starting at this call would hold Rate x Window calls
+    -- with no margin at all for their trip to the API.
+    tat = now + tonumber(ARGV[11])
+  end
   if tat - now > tol then ratewait = tat - tol - now end
 end
 

@@ -41,6 +41,8 @@ type benchFlags struct {
 	budgetDuration    time.Duration
 	budgetKillAt      time.Duration
 	budgetLatency     time.Duration
+	budgetEnforce     bool
+	budgetMargin      float64
 
 	overheadTasks       int
 	overheadConcurrency int
@@ -82,6 +84,8 @@ func (f *benchFlags) register(fs *flagSet) {
 	fs.DurationVar(&f.budgetDuration, "budget-duration", 30*time.Second, "budget: length of each run")
 	fs.DurationVar(&f.budgetKillAt, "budget-kill-at", 15*time.Second, "budget: when one worker is killed (SIGKILL)")
 	fs.DurationVar(&f.budgetLatency, "budget-latency", 100*time.Millisecond, "budget: the emulator's latency")
+	fs.Float64Var(&f.budgetMargin, "budget-margin", 0, "budget: give our workers --rate R×(1−margin) rather than R, to see what margin the emulator's exact window needs")
+	fs.BoolVar(&f.budgetEnforce, "budget-enforce", true, "budget: the emulator answers 403 beyond R in a 1-s window (false: it only counts, to see the rate the budget paces at)")
 
 	fs.IntVar(&f.overheadTasks, "overhead-tasks", 3000, "overhead: selfies verified, and no-op tasks run")
 	fs.IntVar(&f.overheadConcurrency, "overhead-concurrency", 32, "overhead: --concurrency of the worker and of the no-op worker")
@@ -136,6 +140,8 @@ func (f *benchFlags) validate() ([]string, error) {
 		}
 	}
 	switch {
+	case f.budgetMargin < 0 || f.budgetMargin >= 1:
+		return nil, usagef("--budget-margin: must be within [0, 1), got %v", f.budgetMargin)
 	case f.budgetInflight < 0:
 		return nil, usagef("--budget-max-inflight: must be ≥ 0, got %d", f.budgetInflight)
 	case f.budgetKillAt <= 0 || f.budgetKillAt >= f.budgetDuration:

@@ -77,14 +77,19 @@ func (p *benchProc) exited() bool {
 }
 
 // stop sends SIGTERM and waits up to grace for the child to exit, then kills it. It
-// returns Wait's error unless the child was killed by the bench.
+// returns Wait's error, except for an exit by the SIGTERM itself.
 func (p *benchProc) stop(grace time.Duration) error {
-	if p.exited() {
-		return p.err
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
+		var ee *exec.ExitError
+		if errors.As(p.err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+				return nil
+			}
+		}
 		return p.err
 	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()

@@ -35,7 +35,7 @@ func (b *bench) runBudget(ctx context.Context) error {
 	}
 	b.logf("budget (issue 5): the emulator allows %d requests in any 1-s window (403 beyond), latency %v; %d workers × concurrency %d for %v, one SIGKILLed at %v; %d queued selfies of ~5 KB",
 		f.budgetRate, f.budgetLatency, f.budgetWorkers, f.budgetConcurrency, f.budgetDuration, f.budgetKillAt, f.budgetSelfies)
-	b.logf("  ours:  livenessq worker --rate %d --burst 1 --max-inflight %d (the global budget in Redis)", f.budgetRate, f.budgetInflight)
+	b.logf("  ours:  livenessq worker --rate %v --burst 1 --max-inflight %d (the global budget in Redis)", float64(f.budgetRate)*(1-f.budgetMargin), f.budgetInflight)
 	b.logf("  usual: a golang.org/x/time/rate limiter at %v/s in each process (bench _worker --local-rate)", R/float64(f.budgetWorkers))
 	ours, err := b.budgetVariant(ctx, "ours", benchDBBudgetOurs, 0)
 	if err != nil {
@@ -72,7 +72,11 @@ func (b *bench) budgetVariant(ctx context.Context, name string, db int, localRat
 	}
 	defer rdb.Close()
 	defer rdb.FlushDB(context.WithoutCancel(ctx))
-	emu, err := b.startEmulator("budget-"+name+"-emulator", f.budgetRate, f.budgetLatency)
+	limit := f.budgetRate
+	if !f.budgetEnforce {
+		limit = 0
+	}
+	emu, err := b.startEmulator("budget-"+name+"-emulator", limit, f.budgetLatency)
 	if err != nil {
 		return out, err
 	}
@@ -93,7 +97,7 @@ func (b *bench) budgetVariant(ctx context.Context, name string, db int, localRat
 		if localRate > 0 {
 			spec.localRate = localRate
 		} else {
-			spec.rate, spec.inflight = float64(f.budgetRate), f.budgetInflight
+			spec.rate, spec.inflight = float64(f.budgetRate)*(1-f.budgetMargin), f.budgetInflight
 		}
 		if workers[i], err = b.startWorker(spec); err != nil {
 			return out, err
@@ -446,7 +450,7 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 		if pending != int64(keys) {
 			return r, fmt.Errorf("%s: %d tasks pending in Redis, want %d", name, pending, keys)
 		}
-		line := fmt.Sprintf("  %-6s %6d keys: %6.2f s (%.0f keys/s)", mode, keys, r.Seconds, float64(keys)/r.Seconds)
+		line := fmt.Sprintf("  %-13s %6d keys: %6.2f s (%.0f keys/s)", mode, keys, r.Seconds, float64(keys)/r.Seconds)
 		if r.ListSeconds > 0 {
 			line += fmt.Sprintf(" [listing %.2f s]", r.ListSeconds)
 		}
@@ -470,6 +474,13 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kBig, err := run("client-listed", benchPrefixEnq, n)
+	if err != nil {
+		return err
+	}
+	loopEnqueue := lBig.Seconds - lBig.ListSeconds
+	b.logf("  listing alone: %.2f s for %d keys (%.0f keys/s); enqueueing alone: enqueue.Client %.2f s vs the loop %.2f s → %.1f×",
+		lBig.ListSeconds, n, float64(n)/lBig.ListSeconds, kBig.Seconds, loopEnqueue, loopEnqueue/kBig.Seconds)
 	speed := lBig.Seconds / cBig.Seconds
 	b.check("enqueue speed-up over list-then-loop", fmt.Sprintf("%.1f× (%.2f s vs %.2f s for %d keys)", speed, cBig.Seconds, lBig.Seconds, n), "≥ 5×", speed >= 5)
 	grow := float64(cBig.rss) / float64(cSmall.rss)
