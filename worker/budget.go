@@ -63,10 +63,12 @@ type BudgetConfig struct {
 	// default) means no rate limit. The budget never admits more than Rate×Window
 	// calls in any window of length Window (when Rate×Window is a whole number).
 	//
-	// To hold that promise while absorbing timing jitter it paces admissions with a
-	// GCRA at the slightly lower PaceRate = (Rate×Window − (Burst−1)) / (Window +
-	// Headroom) per second (199.0/s for Rate 200 with the defaults), and in any window
-	// of length t it admits fewer than PaceRate×(t+Headroom) + Burst calls.
+	// To hold that promise at the API, whose clock counts a call when it arrives, it
+	// paces admissions with a GCRA at the slightly lower PaceRate = (Rate×Window −
+	// (Burst−1)) / (Window + Headroom) per second (198.4/s for Rate 200 with the
+	// defaults): in any window of length t it admits fewer than PaceRate×(t+Headroom)
+	// + Burst calls, so calls whose trips to the API differ by up to Headroom still
+	// fall at most Rate×Window to a window.
 	Rate float64
 	// Window is the window the API's limit is counted over; default 1 s.
 	Window time.Duration
@@ -75,17 +77,22 @@ type BudgetConfig struct {
 	// per Window of steady rate, so that a burst never takes a window over the limit.
 	// Rate×Window must exceed Burst−1.
 	Burst int
-	// Headroom is how late a waiting caller may reach Redis after its turn without
-	// the budget losing that capacity; it costs Headroom/Window of the rate (0.5% by
-	// default) and is also the margin, in steady state, between Rate×Window calls and
-	// the window they fall in. A busy machine that wakes waiters later than that
-	// loses rate, never safety. After a quiet spell (a second with no call due) the
-	// schedule restarts without that catch-up, so that the margin holds from the first
-	// call on. Default 5 ms.
+	// Headroom is the margin for the trip to the API: how much the delays between
+	// admission and the API counting the call may differ from call to call (network
+	// jitter, a busy machine) without a window going over the limit. It costs
+	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
+	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
+	// delay. Default 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
 	// means no cap.
+	//
+	// With no Rate, MaxInFlight or Quota, only the cooldown can refuse a call: Acquire
+	// then asks Redis whether one is open at most every 50 ms per process rather than
+	// running the script for each call, and leases are not recorded in Redis. A 403
+	// still stops every process within 50 ms, and a process that cannot reach Redis
+	// stops calling within 50 ms.
 	MaxInFlight int
 	// LeaseTTL is how long a slot stays taken without a heartbeat: a process that dies
 	// holding leases gives their slots back within LeaseTTL. Held leases are renewed
@@ -132,7 +139,7 @@ type BudgetConfig struct {
 const (
 	budgetDefaultWindow      = time.Second
 	budgetDefaultBurst       = 1
-	budgetDefaultHeadroom    = 5 * time.Millisecond
+	budgetDefaultHeadroom    = 8 * time.Millisecond
 	budgetDefaultLeaseTTL    = 10 * time.Second
 	budgetDefaultCooldown    = 60 * time.Second
 	budgetDefaultCooldownMax = 15 * time.Minute
@@ -140,6 +147,8 @@ const (
 	budgetDefaultQuotaPeriod = 24 * time.Hour
 	budgetDefaultJitter      = 5 * time.Millisecond
 
+	budgetReserveAhead   = 20 * time.Millisecond // how far ahead of its turn a caller may be granted it
+	budgetClearFor       = 50 * time.Millisecond // how long an unconstrained budget trusts "no cooldown"
 	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
 	budgetProbePoll      = 25 * time.Millisecond // re-check interval while another caller probes
 	budgetMaxSleep       = 250 * time.Millisecond
@@ -250,14 +259,14 @@ func (p budgetPacing) pace(used int64, toReset time.Duration) float64 {
 	return math.Min(base, float64(left)/toReset.Seconds())
 }
 
-// tolerance returns how far ahead of its even-paced turn a call may be admitted: the
-// burst allowance plus the headroom.
+// tolerance returns how far ahead of its even-paced turn a call may go: the burst
+// allowance.
 func (p budgetPacing) tolerance() time.Duration {
 	b := p.base()
 	if math.IsInf(b, 1) {
-		return p.Headroom
+		return 0
 	}
-	return p.Headroom + time.Duration(float64(p.Burst-1)/b*float64(time.Second))
+	return time.Duration(float64(p.Burst-1) / b * float64(time.Second))
 }
 
 // BudgetStats counts what a [Budget] did in this process; the worker exports them as
@@ -270,6 +279,7 @@ type BudgetStats struct {
 	DeniedConcurrency atomic.Int64 // attempts refused because MaxInFlight leases were held
 	DeniedCooldown    atomic.Int64 // attempts refused by an open cooldown or a running probe
 	DeniedQuota       atomic.Int64 // attempts refused because the period's quota was used up
+	Late              atomic.Int64 // turns given up because this process woke too late for them
 	UsageLimited      atomic.Int64 // leases released with OutcomeUsageLimited
 	CooldownsOpened   atomic.Int64 // cooldowns this process opened or doubled
 	CooldownsClosed   atomic.Int64 // cooldowns this process's probe closed
@@ -295,7 +305,18 @@ type Budget struct {
 	stats    BudgetStats
 	turn     chan struct{} // one caller per process talks to Redis at a time; the others queue here
 
+	// This host's clock minus Redis's, as learnClock estimates it: turns are granted by
+	// Redis's clock and waited for by this one.
+	clockOffset atomic.Int64 // ns
+	clockKnown  atomic.Bool
+
 	cooldownUntil atomic.Int64 // last seen end of the cooldown, Unix ns, local clock; 0 = none
+
+	// An unconstrained budget (no rate, cap or quota) admits calls without Redis while
+	// a recent check found no cooldown; clearMu serializes the checks.
+	unconstrained bool
+	clear         atomic.Pointer[budgetClear]
+	clearMu       sync.Mutex
 
 	mu      sync.Mutex
 	held    map[string]*Lease
@@ -330,6 +351,7 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	if base := p.base(); !math.IsInf(base, 1) {
 		b.basePace = base
 	}
+	b.unconstrained = cfg.Rate == 0 && cfg.MaxInFlight == 0 && cfg.Quota == 0
 	return b, nil
 }
 
@@ -469,6 +491,7 @@ type Lease struct {
 	b          *Budget
 	id         string
 	probe      bool
+	local      bool // granted without Redis by an unconstrained budget: nothing to free there
 	admittedAt time.Time
 	released   atomic.Bool
 }
@@ -478,8 +501,8 @@ type Lease struct {
 // decides for everyone: OutcomeOK closes the cooldown, OutcomeUsageLimited doubles it.
 func (l *Lease) Probe() bool { return l.probe }
 
-// AdmittedAt returns when the lease was granted, by the Redis server's clock (the clock
-// every process shares), to the microsecond.
+// AdmittedAt returns the turn the lease was granted for (when its call may leave), by
+// the Redis server's clock (the clock every process shares), to the microsecond.
 func (l *Lease) AdmittedAt() time.Time { return l.admittedAt }
 
 type budgetReleaseOpts struct{ retryAfter time.Duration }
@@ -531,38 +554,125 @@ type budgetAttempt struct {
 // caller takes the probe lock after one), the period's quota is not used up, fewer than
 // MaxInFlight leases are held, and the rate limit has room; otherwise it waits what
 // Redis says (plus jitter) and tries again. Callers in one process queue behind each
-// other, so at most one per process polls Redis.
+// other, so at most one per process polls Redis. The rate limit grants a turn up to a
+// few milliseconds ahead; Acquire returns at that turn, so that the call leaves on
+// schedule whatever the round trip to Redis took.
 //
 // It returns ctx's error when ctx ends first, and an error wrapping
 // ErrBudgetUnavailable, at once, when Redis cannot be reached: no lease, no call.
 func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 	start := time.Now()
 	defer func() { b.stats.WaitNanos.Add(int64(time.Since(start))) }()
+	if b.unconstrained {
+		if l, err := b.acquireClear(ctx); l != nil || err != nil {
+			return l, err
+		}
+	}
+	for {
+		l, turn, err := b.reserve(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := sleepCtx(ctx, time.Until(turn)); err != nil {
+			_ = l.Release(ctx, OutcomeOther)
+			return nil, err
+		}
+		// A call leaving more than half the headroom after its turn (a stalled
+		// process) could crowd the calls after it into one window: the turn is given
+		// up, costing rate, never a 403.
+		if late := time.Since(turn); b.basePace > 0 && late > b.cfg.Headroom/2 && !l.probe {
+			b.stats.Late.Add(1)
+			b.log.Debug().Dur("late", late).Msg("API budget turn missed; taking another")
+			_ = l.Release(ctx, OutcomeOther)
+			continue
+		}
+		// A 403 this process saw while the turn came closes it (other processes learn
+		// of it at their next grant, at most budgetReserveAhead later).
+		if !l.probe && b.cooldownLeft() > 0 {
+			_ = l.Release(ctx, OutcomeOther)
+			continue
+		}
+		return l, nil
+	}
+}
+
+// budgetClear is a check that found no cooldown: when it was made, by the local clock
+// and by Redis's.
+type budgetClear struct {
+	local, redis time.Time
+}
+
+// acquireClear grants a lease without Redis when the last check, at most budgetClearFor
+// ago, found no cooldown; otherwise it checks again (one caller per process does). It
+// returns nil, nil when a cooldown exists: the caller goes through the script.
+func (b *Budget) acquireClear(ctx context.Context) (*Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := b.clear.Load()
+	if c == nil || time.Since(c.local) >= budgetClearFor {
+		b.clearMu.Lock()
+		c = b.clear.Load()
+		if c == nil || time.Since(c.local) >= budgetClearFor {
+			var err error
+			if c, err = b.checkClear(ctx); err != nil {
+				b.clearMu.Unlock()
+				b.stats.Unavailable.Add(1)
+				return nil, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
+			}
+		}
+		b.clearMu.Unlock()
+	}
+	if c == nil || b.cooldownLeft() > 0 {
+		return nil, nil
+	}
+	b.stats.Admitted.Add(1)
+	return &Lease{b: b, id: b.newLeaseID(), local: true, admittedAt: c.redis.Add(time.Since(c.local))}, nil
+}
+
+// checkClear asks Redis whether a cooldown record exists (open, or over and waiting for
+// its probe) and remembers the answer when none does.
+func (b *Budget) checkClear(ctx context.Context) (*budgetClear, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetEvalTimeout)
+	defer cancel()
+	pipe := b.rdb.Pipeline()
+	t := pipe.Time(ctx)
+	n := pipe.Exists(ctx, budgetKeyCooldown)
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.clear.Store(nil)
+		return nil, err
+	}
+	if n.Val() != 0 {
+		b.clear.Store(nil)
+		return nil, nil
+	}
+	c := &budgetClear{local: time.Now(), redis: t.Val()}
+	b.clear.Store(c)
+	return c, nil
+}
+
+// reserve holds this process's turn to talk to Redis until the script grants a lease,
+// and returns it with the moment its call may leave.
+func (b *Budget) reserve(ctx context.Context) (*Lease, time.Time, error) {
 	select {
 	case b.turn <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, time.Time{}, ctx.Err()
 	}
 	defer func() { <-b.turn }()
 
 	id := b.newLeaseID()
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		a, err := b.try(ctx, id)
 		if err != nil {
 			b.stats.Unavailable.Add(1)
-			return nil, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
+			return nil, time.Time{}, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
 		}
 		if a.code == budgetAdmitted {
-			l := &Lease{b: b, id: id, probe: a.probe, admittedAt: a.now}
+			l := &Lease{b: b, id: id, probe: a.probe, admittedAt: a.now.Add(a.wait)}
 			b.cooldownUntil.Store(0)
 			b.stats.Admitted.Add(1)
 			if a.probe {
@@ -572,23 +682,46 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 			b.mu.Lock()
 			b.held[id] = l
 			b.mu.Unlock()
-			if err := ctx.Err(); err != nil {
-				_ = l.Release(ctx, OutcomeOther)
-				return nil, err
-			}
-			return l, nil
+			return l, b.localTime(a.now.Add(a.wait)), nil
 		}
-		wait := b.waitFor(a)
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
+		if err := sleepCtx(ctx, b.waitFor(a)); err != nil {
+			return nil, time.Time{}, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-timer.C:
-		}
+	}
+}
+
+// learnClock refines the estimate of this host's clock minus Redis's from one script
+// answer: the local time it arrived minus the Redis time it carries is that offset plus
+// the answer's delay on the way back, so the smallest recent sample is the closest. The
+// estimate creeps up 2 µs per sample, so that it follows a clock that moves.
+func (b *Budget) learnClock(redisNow time.Time) {
+	sample := time.Since(redisNow)
+	est := time.Duration(b.clockOffset.Load())
+	if !b.clockKnown.Load() || sample < est+2*time.Microsecond {
+		b.clockOffset.Store(int64(sample))
+		b.clockKnown.Store(true)
+		return
+	}
+	b.clockOffset.Store(int64(est + 2*time.Microsecond))
+}
+
+// localTime maps a Redis-clock time to this host's clock.
+func (b *Budget) localTime(redisT time.Time) time.Time {
+	return redisT.Add(time.Duration(b.clockOffset.Load()))
+}
+
+// sleepCtx sleeps for d, or until ctx ends (returning its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -603,7 +736,7 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
 		strconv.FormatFloat(b.basePace, 'f', -1, 64), b.tolUS,
 		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
-		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), c.Headroom.Microseconds(),
+		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), budgetReserveAhead.Microseconds(),
 	).Int64Slice()
 	if err != nil {
 		return budgetAttempt{}, err
@@ -611,6 +744,7 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 	if len(v) != 4 {
 		return budgetAttempt{}, fmt.Errorf("acquire script returned %d values", len(v))
 	}
+	b.learnClock(time.UnixMicro(v[2]))
 	return budgetAttempt{
 		code:  v[0],
 		wait:  time.Duration(v[1]) * time.Microsecond,
@@ -656,6 +790,12 @@ func (b *Budget) cooldownLeft() time.Duration {
 }
 
 func (b *Budget) release(ctx context.Context, l *Lease, outcome Outcome, o budgetReleaseOpts) error {
+	if outcome == OutcomeUsageLimited {
+		b.clear.Store(nil) // this process stops at once, not at its next check
+	}
+	if l.local && outcome != OutcomeUsageLimited {
+		return nil
+	}
 	b.mu.Lock()
 	delete(b.held, l.id)
 	b.mu.Unlock()

@@ -49,9 +49,10 @@ local function fmt(x) return string.format('%.3f', x) end
 //
 // KEYS: gcra, leases, cooldown, probe, quota.
 // ARGV: lease id, max in flight (0 = no cap), lease TTL µs, pace (calls/s, 0 = no rate
-// limit), tolerance µs, quota (0 = none), quota period µs, quota anchor µs,
-// concurrency poll µs, probe poll µs, headroom µs.
-// Returns {code, wait µs, now µs, probe 0|1}.
+// limit), burst tolerance µs, quota (0 = none), quota period µs, quota anchor µs,
+// concurrency poll µs, probe poll µs, reservation horizon µs.
+// Returns {code, wait µs, now µs, probe 0|1}. For a grant, wait is how long the caller
+// sleeps before its call (its reserved turn, at most the horizon ahead).
 var budgetAcquireScript = redis.NewScript(budgetLuaNow + `
 local id = ARGV[1]
 local maxin = tonumber(ARGV[2])
@@ -82,20 +83,16 @@ if quota > 0 then
 end
 
 local tat = now
+local goat = now
 local ratewait = 0
 if pace > 0 then
   local g = redis.call('GET', KEYS[1])
-  if g then
-    tat = math.max(tonumber(g), now)
-  else
-    -- No schedule (the start, or a quiet spell: the key expires a second after the
-    -- last call was due): it starts here without the headroom's catch-up, so that this
-    -- call and the next are a full interval apart. Otherwise the two would go nearly
-    -- back to back and a window starting at this call would hold Rate x Window calls
-    -- with no margin at all for their trip to the API.
-    tat = now + tonumber(ARGV[11])
-  end
-  if tat - now > tol then ratewait = tat - tol - now end
+  if g then tat = math.max(tonumber(g), now) end
+  -- The call may go tol (the burst allowance) ahead of its even-paced turn, and is
+  -- granted up to the horizon (ARGV[11]) before that moment: the caller sleeps until goat, so the
+  -- round trip to Redis is not part of the schedule.
+  goat = math.max(now, tat - tol)
+  if goat - now > tonumber(ARGV[11]) then ratewait = goat - tonumber(ARGV[11]) - now end
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
@@ -116,7 +113,7 @@ end
 if probe == 1 then
   redis.call('SET', KEYS[4], id, 'PX', math.ceil(ttl / 1000))
 end
-return {0, 0, now, probe}
+return {0, math.floor(goat - now), now, probe}
 `)
 
 // budgetReleaseScript frees a lease and applies the call's outcome to the cooldown.

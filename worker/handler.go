@@ -97,6 +97,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 // verify runs the steps of one attempt up to a record ready to write, or an error.
 func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) error {
+	// A verdict paid for by an earlier attempt of this task is looked up while the
+	// object is fetched: two round trips at once.
+	earlier := make(chan *verdict, 1)
+	go func() { earlier <- w.loadVerdict(ctx, tk.id) }()
 	r, err := bucket.Get(ctx, tk.payload.Key, &storage.GetOptions{MaxBytes: w.cfg.Precheck.MaxBytes})
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -116,9 +120,9 @@ func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) e
 	tk.rec.ETag = r.ETag
 	tk.objectOK = true
 
-	// A verdict paid for by an earlier attempt of this task, for this very object, is
-	// used again rather than paid for twice.
-	if v := w.loadVerdict(ctx, tk.id); v != nil && v.ETag == r.ETag {
+	// The earlier verdict, if it is for this very object, is used again rather than
+	// paid for twice.
+	if v := <-earlier; v != nil && v.ETag == r.ETag {
 		tk.verdict = v
 		w.metrics.SavedCalls.Inc()
 		tk.log.Info().Str("request_id", v.Result.RequestID).Msg("reusing the verdict of an earlier attempt")

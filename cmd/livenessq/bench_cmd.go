@@ -43,6 +43,7 @@ type benchFlags struct {
 	budgetLatency     time.Duration
 	budgetEnforce     bool
 	budgetMargin      float64
+	cooldown          time.Duration
 
 	overheadTasks       int
 	overheadConcurrency int
@@ -85,6 +86,7 @@ func (f *benchFlags) register(fs *flagSet) {
 	fs.DurationVar(&f.budgetKillAt, "budget-kill-at", 15*time.Second, "budget: when one worker is killed (SIGKILL)")
 	fs.DurationVar(&f.budgetLatency, "budget-latency", 100*time.Millisecond, "budget: the emulator's latency")
 	fs.Float64Var(&f.budgetMargin, "budget-margin", 0, "budget: give our workers --rate R×(1−margin) rather than R, to see what margin the emulator's exact window needs")
+	fs.DurationVar(&f.cooldown, "cooldown", time.Second, "budget and meet: our workers' --cooldown after a 403 (the emulator's window is 1 s; the worker's default of 60 s would turn one 403 into the rest of the run)")
 	fs.BoolVar(&f.budgetEnforce, "budget-enforce", true, "budget: the emulator answers 403 beyond R in a 1-s window (false: it only counts, to see the rate the budget paces at)")
 
 	fs.IntVar(&f.overheadTasks, "overhead-tasks", 3000, "overhead: selfies verified, and no-op tasks run")
@@ -140,6 +142,8 @@ func (f *benchFlags) validate() ([]string, error) {
 		}
 	}
 	switch {
+	case f.cooldown <= 0:
+		return nil, usagef("--cooldown: must be positive, got %v", f.cooldown)
 	case f.budgetMargin < 0 || f.budgetMargin >= 1:
 		return nil, usagef("--budget-margin: must be within [0, 1), got %v", f.budgetMargin)
 	case f.budgetInflight < 0:

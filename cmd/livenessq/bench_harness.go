@@ -130,7 +130,7 @@ func (b *bench) startWorker(s workerSpec) (*benchProc, error) {
 	if !s.noop {
 		args = append(args, "--api-url", s.api)
 		if s.rate > 0 {
-			args = append(args, "--rate", strconv.FormatFloat(s.rate, 'f', -1, 64), "--burst", "1")
+			args = append(args, "--rate", strconv.FormatFloat(s.rate, 'f', -1, 64), "--burst", "1", "--cooldown", b.f.cooldown.String())
 		}
 		if s.inflight > 0 {
 			args = append(args, "--max-inflight", strconv.Itoa(s.inflight))

@@ -71,6 +71,7 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(budgetDeniedDesc, st.DeniedConcurrency.Load(), "concurrency")
 	counter(budgetDeniedDesc, st.DeniedCooldown.Load(), "cooldown")
 	counter(budgetDeniedDesc, st.DeniedQuota.Load(), "quota")
+	counter(budgetDeniedDesc, st.Late.Load(), "late")
 	counter(budgetLimitedDesc, st.UsageLimited.Load())
 	counter(budgetCooldownsDesc, st.CooldownsOpened.Load())
 	counter(budgetUnavailDesc, st.Unavailable.Load())
