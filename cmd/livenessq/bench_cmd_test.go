@@ -59,12 +59,14 @@ func TestBenchProcReadsItsChild(t *testing.T) {
 	rss, err := p.peakRSS()
 	require.NoError(t, err)
 	require.Positive(t, rss)
+	// The child's second line may come after its first was read: wait for it.
+	require.Eventually(t, func() bool { return strings.Contains(string(p.output()), "second") },
+		10*time.Second, 10*time.Millisecond, "the child's output is kept after its first line")
 	require.NoError(t, p.stop(5*time.Second), "a child stopped with SIGTERM is not an error of the bench")
 	require.True(t, p.exited())
 	log, err := os.ReadFile(filepath.Join(dir, "child.log"))
 	require.NoError(t, err)
 	require.Contains(t, string(log), "second", "stdout is kept in the child's log too")
-	require.Contains(t, string(p.output()), "second")
 }
 
 func TestBenchFlagErrors(t *testing.T) {

@@ -161,3 +161,15 @@ func (fs *flagSet) parse(args []string) error {
 	fs.parsed = true
 	return nil
 }
+
+// parseNoArgs parses args as parse does and refuses any argument that is not a flag,
+// naming the first: "NAME: unexpected argument "ARG"" followed by hint.
+func (fs *flagSet) parseNoArgs(args []string, hint string) error {
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q%s", fs.Name(), fs.Arg(0), hint)
+	}
+	return nil
+}

@@ -193,3 +193,79 @@ func (k *kairosFlags) client(env *environ) (*kairos.Client, error) {
 func newResults(rdb redis.UniversalClient, bucket *storage.Bucket, log zerolog.Logger) (*results.Store, error) {
 	return results.New(results.Config{Redis: rdb, Bucket: bucket, Logger: log})
 }
+
+// conns are what a command that reads or writes results opens from the common flags:
+// Redis, the selfie storage, the results location and the results store on them.
+type conns struct {
+	rdb redis.UniversalClient
+	// prdb is the client the results store talks through: rdb's autopipeliner when
+	// opened pipelined (the worker), else rdb.
+	prdb  redis.UniversalClient
+	src   *storage.Bucket
+	res   *storage.Bucket
+	store *results.Store
+}
+
+// open connects to Redis (--redis), then opens the storage (--storage) and results
+// (--results) locations and the results store on them, in that order, so that the first
+// flag at fault is the one an error names. pipelined puts the results store on rdb's
+// autopipeliner (see autoPipelined). The caller closes what open returns; on an error
+// open has closed what it opened.
+func (c *common) open(ctx context.Context, log zerolog.Logger, pipelined bool) (*conns, error) {
+	rdb, err := openRedis(ctx, c.redisURL)
+	if err != nil {
+		return nil, err
+	}
+	cn := newConns(rdb, pipelined)
+	if err := cn.openStores(ctx, c.storageURL, c.resultsURL, log); err != nil {
+		cn.close()
+		return nil, err
+	}
+	return cn, nil
+}
+
+// newConns starts conns on an open Redis client, which close closes.
+func newConns(rdb redis.UniversalClient, pipelined bool) *conns {
+	cn := &conns{rdb: rdb, prdb: rdb}
+	if pipelined {
+		cn.prdb = autoPipelined(rdb)
+	}
+	return cn
+}
+
+// openStores opens the selfie storage at storageURL, the results location (resultsURL,
+// or results/ under the storage root) and the results store on them.
+func (cn *conns) openStores(ctx context.Context, storageURL, resultsURL string, log zerolog.Logger) error {
+	var err error
+	if cn.src, cn.res, err = openStorage(ctx, storageURL, resultsURL); err != nil {
+		return err
+	}
+	cn.store, err = newResults(cn.prdb, cn.res, log)
+	return err
+}
+
+// close closes what was opened, the last first. Closing Redis also stops its
+// autopipeliner.
+func (cn *conns) close() {
+	if cn.res != nil {
+		cn.res.Close()
+	}
+	if cn.src != nil {
+		cn.src.Close()
+	}
+	cn.rdb.Close()
+}
+
+// openQueues reads --queue (one queue or several, comma-separated) and connects to
+// Redis (--redis), in that order. The caller closes the client.
+func (c *common) openQueues(ctx context.Context) ([]string, redis.UniversalClient, error) {
+	queues, err := splitQueues(c.queue)
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb, err := openRedis(ctx, c.redisURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	return queues, rdb, nil
+}

@@ -48,17 +48,10 @@ func runPause(ctx context.Context, env *environ, args []string) error {
 	c.registerConnection(fs)
 	fs.StringVar(&reason, "reason", "paused by an operator", "why, shown by `livenessq status` until resume")
 	fs.bindEnv("reason", "LIVENESSQ_PAUSE_REASON")
-	if err := fs.parse(args); err != nil {
+	if err := fs.parseNoArgs(args, " (quote a --reason with spaces)"); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("pause: unexpected argument %q (quote a --reason with spaces)", fs.Arg(0))
-	}
-	queues, err := splitQueues(c.queue)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, c.redisURL)
+	queues, rdb, err := c.openQueues(ctx)
 	if err != nil {
 		return err
 	}
@@ -82,17 +75,10 @@ func runResume(ctx context.Context, env *environ, args []string) error {
 	var c common
 	fs := newFlagSet(env, "resume", "")
 	c.registerConnection(fs)
-	if err := fs.parse(args); err != nil {
+	if err := fs.parseNoArgs(args, ""); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("resume: unexpected argument %q", fs.Arg(0))
-	}
-	queues, err := splitQueues(c.queue)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, c.redisURL)
+	queues, rdb, err := c.openQueues(ctx)
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,8 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 	} else if rdb, err = openRedis(ctx, c.redisURL); err != nil {
 		return err
 	}
-	defer rdb.Close()
+	cn := newConns(rdb, false)
+	defer cn.close()
 
 	// Storage: the sample set unless --storage names another.
 	storageURL := c.storageURL
@@ -108,12 +109,10 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 			say("%s not found here: wrote the sample set to %s", defaultSampleDir, dir)
 		}
 	}
-	src, res, err := openStorage(ctx, storageURL, c.resultsURL)
-	if err != nil {
+	if err := cn.openStores(ctx, storageURL, c.resultsURL, logger); err != nil {
 		return err
 	}
-	defer src.Close()
-	defer res.Close()
+	src, res, store := cn.src, cn.res, cn.store
 
 	// Kairos: the real API when credentials are given, else the built-in emulator.
 	var kc *kairos.Client
@@ -136,10 +135,6 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 		say("using the built-in Kairos emulator at %s (set KAIROS_APP_ID and KAIROS_APP_KEY to call the real API)", emuURL)
 	}
 
-	store, err := newResults(rdb, res, logger)
-	if err != nil {
-		return err
-	}
 	opened, err := sf.open(ctx, env, fs.Args(), src, resultsSkip(src, res, c.resultsURL != ""), true)
 	if err != nil {
 		return err

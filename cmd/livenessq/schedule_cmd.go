@@ -148,11 +148,8 @@ func runSchedule(ctx context.Context, env *environ, args []string) error {
 	fs.bindEnv("lock-ttl", "LIVENESSQ_SCHEDULE_LOCK_TTL")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the schedules and their next firings, then exit")
 	fs.bindEnv("dry-run", "LIVENESSQ_SCHEDULE_DRY_RUN")
-	if err := fs.parse(args); err != nil {
+	if err := fs.parseNoArgs(args, " (quote each --every value)"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("schedule: unexpected argument %q (quote each --every value)", fs.Arg(0))
 	}
 	if err := checkThreshold(f.threshold); err != nil {
 		return err
@@ -177,29 +174,19 @@ func runSchedule(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, f.redisURL)
+	cn, err := f.open(ctx, log, false)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	src, res, err := openStorage(ctx, f.storageURL, f.resultsURL)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	defer res.Close()
-	store, err := newResults(rdb, res, log)
-	if err != nil {
-		return err
-	}
-	enq, err := enqueue.New(enqueue.Config{Redis: rdb, Batches: store, Queue: f.queue,
+	defer cn.close()
+	enq, err := enqueue.New(enqueue.Config{Redis: cn.rdb, Batches: cn.store, Queue: f.queue,
 		MaxRetry: f.maxAttempts - 1, Logger: log})
 	if err != nil {
 		return usagef("schedule: %v", err)
 	}
 	defer enq.Close()
-	s := &scheduler{rdb: rdb, enq: enq, bucket: src, log: log, lockTTL: f.lockTTL,
-		skip: resultsSkip(src, res, f.resultsURL != ""), owner: operatorName(env) + fmt.Sprintf(":%d", os.Getpid())}
+	s := &scheduler{rdb: cn.rdb, enq: enq, bucket: cn.src, log: log, lockTTL: f.lockTTL,
+		skip: resultsSkip(cn.src, cn.res, f.resultsURL != ""), owner: operatorName(env) + fmt.Sprintf(":%d", os.Getpid())}
 	s.run(ctx, entries, loc)
 	return nil
 }

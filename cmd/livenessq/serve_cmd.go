@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/livenessq/livenessq/enqueue"
@@ -14,9 +13,6 @@ import (
 func init() {
 	register(&command{name: "serve", summary: "serve the HTTP API for other services (/v1/…) and deliver completion callbacks", run: runServe})
 }
-
-// minWebhookSecretLen is the shortest LIVENESSQ_WEBHOOK_SECRET accepted.
-const minWebhookSecretLen = 16
 
 // serveFlags are the settings of `livenessq serve`. The tokens and the webhook secret
 // come from the environment only, never from flags (which other users may see in ps).
@@ -113,30 +109,21 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return usagef("LIVENESSQ_API_TOKENS: %v", err)
 	}
-	secret := env.getenv("LIVENESSQ_WEBHOOK_SECRET")
-	if secret != "" && len(secret) < minWebhookSecretLen {
-		return usagef("LIVENESSQ_WEBHOOK_SECRET: must be at least %d characters", minWebhookSecretLen)
+	secret, err := webhookSecret(env)
+	if err != nil {
+		return err
 	}
 	logger, err := c.logger(env.stderr)
 	if err != nil {
 		return err
 	}
 
-	rdb, err := openRedis(ctx, c.redisURL)
+	cn, err := c.open(ctx, logger, false)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	defer res.Close()
-	store, err := newResults(rdb, res, logger)
-	if err != nil {
-		return err
-	}
+	defer cn.close()
+	rdb, src, res, store := cn.rdb, cn.src, cn.res, cn.store
 	eq, err := enqueue.New(enqueue.Config{Redis: rdb, Batches: store, Queue: c.queue, Logger: logger})
 	if err != nil {
 		return usagef("serve: %v", err)
@@ -162,41 +149,34 @@ func runServe(ctx context.Context, env *environ, args []string) error {
 	}
 
 	// The Dispatcher delivers the callbacks of every batch, whoever created it.
-	dctx, stopDispatcher := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopDispatcher()
-	var dwg sync.WaitGroup
-	switch {
-	case secret == "":
+	wh := webhookConfig{allowPrivate: f.allowPrivate, timeout: f.webhookTimeout, attempts: f.webhookAttempts}
+	if f.webhooks {
+		wh.secret = secret // none when secret is empty
+	}
+	if secret == "" {
 		logger.Warn().Msg("LIVENESSQ_WEBHOOK_SECRET is not set: requests with a callback_url are refused and no callbacks are delivered")
-	case f.webhooks:
-		d, err := httpapi.NewDispatcher(httpapi.DispatcherConfig{
-			Redis: rdb, Results: store, Secret: []byte(secret), AllowPrivate: f.allowPrivate,
-			Timeout: f.webhookTimeout, MaxAttempts: f.webhookAttempts, Logger: logger,
-		})
-		if err != nil {
-			return usagef("serve: %v", err)
-		}
-		dwg.Go(func() { _ = d.Run(dctx) })
+	}
+	stopWebhooks, err := startWebhooks(ctx, rdb, store, wh, logger)
+	if err != nil {
+		return err
 	}
 	if f.allowPrivate {
 		logger.Warn().Msg("callbacks may reach loopback and private addresses (LIVENESSQ_WEBHOOK_ALLOW_PRIVATE)")
 	}
 
 	if err := srv.Start(ctx); err != nil {
-		stopDispatcher()
-		dwg.Wait()
+		stopWebhooks()
 		return usagef("--http-addr: %v", err)
 	}
 	logger.Info().Str("redis", redactedURL(c.redisURL)).Str("storage", src.URL()).Str("results", res.URL()).
-		Str("queue", c.queue).Int("api_rate", f.rate).Bool("webhooks", secret != "" && f.webhooks).Msg("serve started")
+		Str("queue", c.queue).Int("api_rate", f.rate).Bool("webhooks", wh.secret != "").Msg("serve started")
 
 	<-ctx.Done()
 	logger.Info().Msg("stopping: finishing requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
 	serr := srv.Shutdown(sctx)
-	stopDispatcher()
-	dwg.Wait()
+	stopWebhooks()
 	if serr != nil {
 		return fmt.Errorf("serve: shutdown: %w", serr)
 	}

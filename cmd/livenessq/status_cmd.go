@@ -53,11 +53,8 @@ func runStatus(ctx context.Context, env *environ, args []string) error {
 	fs.bindEnv("interval", "LIVENESSQ_STATUS_INTERVAL")
 	fs.BoolVar(&f.json, "json", false, "print one JSON document (snake_case fields) instead of text")
 	fs.bindEnv("json", "LIVENESSQ_JSON")
-	if err := fs.parse(args); err != nil {
+	if err := fs.parseNoArgs(args, ""); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("status: unexpected argument %q", fs.Arg(0))
 	}
 	if f.batches < 0 {
 		return usagef("--batches: %d must be 0 (all) or more", f.batches)
@@ -70,11 +67,7 @@ func runStatus(ctx context.Context, env *environ, args []string) error {
 			return usagef("--batch: %v", err)
 		}
 	}
-	queues, err := splitQueues(f.queue)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, f.redisURL)
+	queues, rdb, err := f.openQueues(ctx)
 	if err != nil {
 		return err
 	}

@@ -219,22 +219,14 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, c.redisURL)
+	// Pipelined: asynq, results and verdicts go through rdb's autopipeliner (cn.prdb); the
+	// budget keeps its own round trips on rdb.
+	cn, err := c.open(ctx, logger, true)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	prdb := autoPipelined(rdb) // for asynq, results and verdicts; the budget keeps its own round trips
-	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	defer res.Close()
-	store, err := newResults(prdb, res, logger)
-	if err != nil {
-		return err
-	}
+	defer cn.close()
+	rdb, prdb, src, res, store := cn.rdb, cn.prdb, cn.src, cn.res, cn.store
 	budget, err := wf.budget(rdb, worker.QueuePauser(rdb, c.queue, logger), logger)
 	if err != nil {
 		return err
@@ -276,9 +268,16 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 		Str("api_url", redactedURL(kf.apiURL)).Int("concurrency", wf.concurrency).Float64("rate", wf.rate).
 		Int("max_inflight", wf.maxInFlight).Msg("worker starting")
 
-	stopWebhooks, err := startWebhooks(ctx, env, rdb, store, logger)
+	wh, err := webhookEnv(env)
 	if err != nil {
 		return err
+	}
+	stopWebhooks, err := startWebhooks(ctx, rdb, store, wh, logger)
+	if err != nil {
+		return err
+	}
+	if wh.secret != "" {
+		logger.Info().Bool("allow_private", wh.allowPrivate).Msg("delivering completion callbacks")
 	}
 	runErr := w.Run(ctx)
 	stopWebhooks()
