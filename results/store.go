@@ -163,8 +163,14 @@ end
 // The JSON goes to storage first, then Redis; an error leaves the write safe to repeat.
 // Batch statistics are updated in one atomic script: a key already in the batch has its
 // result replaced and its counts moved, never counted twice.
-func (s *Store) Write(ctx context.Context, rec *Record) (WriteOutcome, error) {
-	data, err := s.prepare(ctx, rec)
+//
+// Options add the caller's own Redis commands to the write's round trips.
+func (s *Store) Write(ctx context.Context, rec *Record, opts ...WriteOption) (WriteOutcome, error) {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	data, err := s.prepare(ctx, rec, o.before)
 	if err != nil {
 		return WriteOutcome{}, err
 	}
@@ -172,18 +178,31 @@ func (s *Store) Write(ctx context.Context, rec *Record) (WriteOutcome, error) {
 		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))}); err != nil {
 		return WriteOutcome{}, fmt.Errorf("write result %q to storage: %w", rec.Key, err)
 	}
-	return s.record(ctx, rec, data)
+	return s.record(ctx, rec, data, o.after)
+}
+
+// WriteOption adjusts one [Store.Write].
+type WriteOption func(*writeOptions)
+
+type writeOptions struct{ before, after func(redis.Pipeliner) }
+
+// WithRedis queues the caller's commands in the write's two Redis round trips: before in
+// the one that reads the key's earlier result, ahead of the storage write; after in the
+// one that records the result, once storage has it. Either may be nil. A failed command
+// of before fails the write; the caller checks those of after itself.
+func WithRedis(before, after func(pipe redis.Pipeliner)) WriteOption {
+	return func(o *writeOptions) { o.before, o.after = before, after }
 }
 
 // prepare validates rec, fills its Previous and VerifiedAt, and returns its JSON.
-func (s *Store) prepare(ctx context.Context, rec *Record) ([]byte, error) {
+func (s *Store) prepare(ctx context.Context, rec *Record, before func(redis.Pipeliner)) ([]byte, error) {
 	if err := rec.Validate(); err != nil {
 		return nil, err
 	}
 	if rec.VerifiedAt.IsZero() {
 		rec.VerifiedAt = time.Now()
 	}
-	prev, err := s.previous(ctx, rec)
+	prev, err := s.previous(ctx, rec, before)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +213,7 @@ func (s *Store) prepare(ctx context.Context, rec *Record) ([]byte, error) {
 
 // record writes rec (encoded as data) to Redis in one round trip: its batch's statistics
 // (the write script, on the batch's slot) and the latest result of its key.
-func (s *Store) record(ctx context.Context, rec *Record, data []byte) (WriteOutcome, error) {
+func (s *Store) record(ctx context.Context, rec *Record, data []byte, after func(redis.Pipeliner)) (WriteOutcome, error) {
 	score := ""
 	if rec.Score != nil {
 		score = strconv.FormatFloat(*rec.Score, 'f', -1, 64)
@@ -218,6 +237,9 @@ func (s *Store) record(ctx context.Context, rec *Record, data []byte) (WriteOutc
 		ResultFieldVerifiedAt, formatTime(rec.VerifiedAt),
 		ResultFieldBatchID, id,
 	)
+	if after != nil {
+		after(pipe)
+	}
 	_, _ = pipe.Exec(ctx) // each command's error is checked below
 
 	var out WriteOutcome
@@ -243,9 +265,12 @@ func (s *Store) record(ctx context.Context, rec *Record, data []byte) (WriteOutc
 
 // previous returns what rec.Previous must be: the earlier record of rec.Key in the same
 // batch keeps its own Previous (a redelivery); otherwise the key's latest result.
-func (s *Store) previous(ctx context.Context, rec *Record) (*Previous, error) {
+func (s *Store) previous(ctx context.Context, rec *Record, before func(redis.Pipeliner)) (*Previous, error) {
 	var inBatch *redis.StringCmd
 	pipe := s.rdb.Pipeline()
+	if before != nil {
+		before(pipe)
+	}
 	if rec.BatchID != "" {
 		inBatch = pipe.HGet(ctx, BatchResultsKey(rec.BatchID), rec.Key)
 	}

@@ -130,11 +130,11 @@ func newRecord(key, batch string, status Status, score float64) *Record {
 
 // writeRedis does what Write does but the storage write.
 func (tb *testBundle) writeRedis(ctx context.Context, r *Record) error {
-	data, err := tb.store.prepare(ctx, r)
+	data, err := tb.store.prepare(ctx, r, nil)
 	if err != nil {
 		return err
 	}
-	_, err = tb.store.record(ctx, r, data)
+	_, err = tb.store.record(ctx, r, data, nil)
 	return err
 }
 
@@ -541,11 +541,22 @@ func TestWriteStorageFailure(t *testing.T) {
 	broken, err := New(Config{Redis: tb.rdb, Bucket: gone})
 	require.NoError(t, err)
 
-	_, err = broken.Write(tb.ctx, newRecord("dir/k", "A", StatusLive, 0.9))
+	// The caller's commands: before lands ahead of the storage write, after only once
+	// storage has the result.
+	also := WithRedis(
+		func(pipe redis.Pipeliner) { pipe.Set(tb.ctx, "test:before", "1", time.Minute) },
+		func(pipe redis.Pipeliner) { pipe.Set(tb.ctx, "test:after", "1", time.Minute) })
+	_, err = broken.Write(tb.ctx, newRecord("dir/k", "A", StatusLive, 0.9), also)
 	require.Error(t, err)
-	n, err := tb.rdb.DBSize(tb.ctx).Result()
+	keys, err := tb.rdb.Keys(tb.ctx, "*").Result()
 	require.NoError(t, err)
-	require.Zero(t, n, "nothing written to Redis")
+	require.Equal(t, []string{"test:before"}, keys, "no result written to Redis, the caller's before command was")
+
+	_, err = tb.store.Write(tb.ctx, newRecord("dir/k2", "A", StatusLive, 0.9), also)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), tb.rdb.Exists(tb.ctx, "test:after").Val())
+	require.NoError(t, tb.rdb.Del(tb.ctx, "test:before", "test:after").Err())
+	require.NoError(t, tb.rdb.Del(tb.ctx, ResultKey("dir/k2"), BatchResultsKey("A"), BatchCountsKey("A"), BatchHistKey("A"), BatchFlipsKey("A"), BatchMetaKey("A")).Err())
 
 	require.Equal(t, WriteOutcome{}, tb.write(t, newRecord("dir/k", "A", StatusLive, 0.9)))
 	require.Equal(t, map[Status]int64{StatusLive: 1}, tb.summary(t, "A").Counts)

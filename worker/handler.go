@@ -56,6 +56,7 @@ type task struct {
 	log      zerolog.Logger
 	rec      results.Record
 	verdict  *verdict
+	paid     bool // verdict came from this attempt's API call, not from Redis
 	started  time.Time
 	objectOK bool
 }
@@ -153,7 +154,7 @@ func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) e
 		return err
 	}
 	tk.verdict = &verdict{ETag: r.ETag, Result: *res}
-	w.saveVerdict(ctx, tk.id, tk.verdict)
+	tk.paid = true // kept in Redis by finish, in the result write's first round trip
 	return nil
 }
 
@@ -254,7 +255,7 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 		applyVerdict(&tk.rec, tk.verdict)
 	}
 	tk.rec.VerifiedAt = time.Now().UTC()
-	out, werr := w.cfg.Results.Write(ctx, &tk.rec)
+	out, werr := w.cfg.Results.Write(ctx, &tk.rec, w.verdictCommands(ctx, tk))
 	if errors.Is(werr, storage.ErrInvalidKey) {
 		// No result can ever be stored under this key (e.g. too long with the results
 		// prefix): retrying cannot help. The task is archived, visible to the operator.
@@ -263,6 +264,9 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 	}
 	if werr != nil {
 		// The verdict, if any, is kept in Redis: the retry writes it without paying again.
+		if tk.paid {
+			w.saveVerdict(ctx, tk.id, tk.verdict)
+		}
 		tk.log.Warn().Err(werr).Msg("write result; will retry")
 		w.metrics.Retries.WithLabelValues("results").Inc()
 		return fmt.Errorf("write result: %w", werr)
@@ -270,7 +274,6 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 	if out.Redelivered {
 		w.metrics.Redeliveries.Inc()
 	}
-	w.retireVerdict(ctx, tk.id) // kept a while: a redelivery of this finished task reuses it
 	w.metrics.Results.WithLabelValues(string(tk.rec.Status)).Inc()
 	w.metrics.TaskDuration.WithLabelValues(string(tk.rec.Status)).Observe(time.Since(tk.started).Seconds())
 	ev := tk.log.Info()

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/livenessq/livenessq/kairos"
+	"github.com/livenessq/livenessq/results"
 )
 
 // verdict is an API answer kept in Redis between the paid call and the written result,
@@ -31,6 +34,8 @@ const verdictKeepAfterResult = 5 * time.Minute
 
 func verdictKey(taskID string) string { return "livenessq:verdict:{" + taskID + "}" }
 
+// saveVerdict keeps v for the task's next attempt, even if ctx is canceled: a write that
+// failed may not have stored it.
 func (w *Worker) saveVerdict(ctx context.Context, taskID string, v *verdict) {
 	if taskID == "" {
 		return
@@ -59,11 +64,24 @@ func (w *Worker) loadVerdict(ctx context.Context, taskID string) *verdict {
 	return &v
 }
 
-// retireVerdict shortens the life of a verdict whose result has been written to
-// verdictKeepAfterResult.
-func (w *Worker) retireVerdict(ctx context.Context, taskID string) {
-	if taskID == "" {
-		return
+// verdictCommands returns the write option that keeps tk's verdict in Redis alongside its
+// result, at no extra round trip: a verdict this attempt paid for is stored (for
+// verdictTTL) before the result goes to storage, so that a failed write or a crash does
+// not pay again; once the result is recorded, the verdict is kept only
+// verdictKeepAfterResult, for a redelivery of the finished task.
+func (w *Worker) verdictCommands(ctx context.Context, tk *task) results.WriteOption {
+	if tk.id == "" || tk.verdict == nil {
+		return results.WithRedis(nil, nil)
 	}
-	_ = w.cfg.Redis.Expire(context.WithoutCancel(ctx), verdictKey(taskID), verdictKeepAfterResult).Err()
+	key := verdictKey(tk.id)
+	var before func(redis.Pipeliner)
+	if tk.paid {
+		b, err := json.Marshal(tk.verdict)
+		if err != nil {
+			w.log.Warn().Err(err).Str("task_id", tk.id).Msg("keep verdict for retries")
+		} else {
+			before = func(pipe redis.Pipeliner) { pipe.Set(ctx, key, b, verdictTTL) }
+		}
+	}
+	return results.WithRedis(before, func(pipe redis.Pipeliner) { pipe.Expire(ctx, key, verdictKeepAfterResult) })
 }
