@@ -170,12 +170,30 @@ func (s *Store) Write(ctx context.Context, rec *Record, opts ...WriteOption) (Wr
 	for _, opt := range opts {
 		opt(&o)
 	}
-	data, err := s.prepare(ctx, rec, o.before)
+	data, err := s.prepare(ctx, rec, &o)
 	if err != nil {
 		return WriteOutcome{}, err
 	}
-	if err := s.bucket.Put(ctx, rec.Key+".json", bytes.NewReader(data),
-		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))}); err != nil {
+	// With the earlier result known, the caller's first commands go alongside the
+	// storage write rather than ahead of it.
+	var beforeErr chan error
+	if o.prevKnown && o.before != nil {
+		beforeErr = make(chan error, 1)
+		go func() {
+			pipe := s.rdb.Pipeline()
+			o.before(pipe)
+			_, err := pipe.Exec(ctx)
+			beforeErr <- err
+		}()
+	}
+	err = s.bucket.Put(ctx, rec.Key+".json", bytes.NewReader(data),
+		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))})
+	if beforeErr != nil {
+		if berr := <-beforeErr; berr != nil && err == nil {
+			return WriteOutcome{}, fmt.Errorf("write result %q: %w", rec.Key, berr)
+		}
+	}
+	if err != nil {
 		return WriteOutcome{}, fmt.Errorf("write result %q to storage: %w", rec.Key, err)
 	}
 	return s.record(ctx, rec, data, o.after)
@@ -184,29 +202,52 @@ func (s *Store) Write(ctx context.Context, rec *Record, opts ...WriteOption) (Wr
 // WriteOption adjusts one [Store.Write].
 type WriteOption func(*writeOptions)
 
-type writeOptions struct{ before, after func(redis.Pipeliner) }
+type writeOptions struct {
+	before, after func(redis.Pipeliner)
+	prev          *Previous
+	prevKnown     bool
+}
 
-// WithRedis queues the caller's commands in the write's two Redis round trips: before in
-// the one that reads the key's earlier result, ahead of the storage write; after in the
-// one that records the result, once storage has it. Either may be nil. A failed command
-// of before fails the write; the caller checks those of after itself.
+// WithRedis queues the caller's commands in the write's Redis round trips: before in the
+// one that reads the key's earlier result (or, given WithPrevious, in one alongside the
+// storage write), done before the result is recorded; after in the one that records the
+// result, once storage has it. Either may be nil. A failed command of before fails the
+// write; the caller checks those of after itself.
 func WithRedis(before, after func(pipe redis.Pipeliner)) WriteOption {
 	return func(o *writeOptions) { o.before, o.after = before, after }
 }
 
+// WithPrevious gives the write what [Store.Previous] returned for the record's key and
+// batch, read earlier (while the selfie was fetched, say), so that the write does not
+// read it again.
+func WithPrevious(p *Previous) WriteOption {
+	return func(o *writeOptions) { o.prev, o.prevKnown = p, true }
+}
+
+// Previous returns what the Previous of a result of key in batchID (may be empty) would
+// be if it were written now: the key's latest result, or, if batchID already holds a
+// result of key (a redelivery), that result's own Previous. Nil when there is none.
+func (s *Store) Previous(ctx context.Context, key, batchID string) (*Previous, error) {
+	return s.previous(ctx, key, batchID, nil)
+}
+
 // prepare validates rec, fills its Previous and VerifiedAt, and returns its JSON.
-func (s *Store) prepare(ctx context.Context, rec *Record, before func(redis.Pipeliner)) ([]byte, error) {
+func (s *Store) prepare(ctx context.Context, rec *Record, o *writeOptions) ([]byte, error) {
 	if err := rec.Validate(); err != nil {
 		return nil, err
 	}
 	if rec.VerifiedAt.IsZero() {
 		rec.VerifiedAt = time.Now()
 	}
-	prev, err := s.previous(ctx, rec, before)
-	if err != nil {
-		return nil, err
+	if o.prevKnown {
+		rec.Previous = o.prev
+	} else {
+		prev, err := s.previous(ctx, rec.Key, rec.BatchID, o.before)
+		if err != nil {
+			return nil, err
+		}
+		rec.Previous = prev
 	}
-	rec.Previous = prev
 	rec.normalize()
 	return MarshalRecord(rec)
 }
@@ -263,20 +304,21 @@ func (s *Store) record(ctx context.Context, rec *Record, data []byte, after func
 	return out, nil
 }
 
-// previous returns what rec.Previous must be: the earlier record of rec.Key in the same
-// batch keeps its own Previous (a redelivery); otherwise the key's latest result.
-func (s *Store) previous(ctx context.Context, rec *Record, before func(redis.Pipeliner)) (*Previous, error) {
+// previous returns what the Previous of a result of key in batchID must be: the earlier
+// record of key in the same batch keeps its own Previous (a redelivery); otherwise the
+// key's latest result. before's commands share the round trip.
+func (s *Store) previous(ctx context.Context, key, batchID string, before func(redis.Pipeliner)) (*Previous, error) {
 	var inBatch *redis.StringCmd
 	pipe := s.rdb.Pipeline()
 	if before != nil {
 		before(pipe)
 	}
-	if rec.BatchID != "" {
-		inBatch = pipe.HGet(ctx, BatchResultsKey(rec.BatchID), rec.Key)
+	if batchID != "" {
+		inBatch = pipe.HGet(ctx, BatchResultsKey(batchID), key)
 	}
-	latest := pipe.HGet(ctx, ResultKey(rec.Key), ResultFieldJSON)
+	latest := pipe.HGet(ctx, ResultKey(key), ResultFieldJSON)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read previous result of %q: %w", rec.Key, err)
+		return nil, fmt.Errorf("read previous result of %q: %w", key, err)
 	}
 	if inBatch != nil {
 		b, err := inBatch.Bytes()
@@ -284,11 +326,11 @@ func (s *Store) previous(ctx context.Context, rec *Record, before func(redis.Pip
 		case err == nil:
 			earlier, err := UnmarshalRecord(b)
 			if err != nil {
-				return nil, fmt.Errorf("read previous result of %q in batch %s: %w", rec.Key, rec.BatchID, err)
+				return nil, fmt.Errorf("read previous result of %q in batch %s: %w", key, batchID, err)
 			}
 			return earlier.Previous, nil
 		case !errors.Is(err, redis.Nil):
-			return nil, fmt.Errorf("read previous result of %q in batch %s: %w", rec.Key, rec.BatchID, err)
+			return nil, fmt.Errorf("read previous result of %q in batch %s: %w", key, batchID, err)
 		}
 	}
 	b, err := latest.Bytes()
@@ -296,13 +338,13 @@ func (s *Store) previous(ctx context.Context, rec *Record, before func(redis.Pip
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read previous result of %q: %w", rec.Key, err)
+		return nil, fmt.Errorf("read previous result of %q: %w", key, err)
 	}
 	last, err := UnmarshalRecord(b)
 	if err != nil {
-		return nil, fmt.Errorf("read previous result of %q: %w", rec.Key, err)
+		return nil, fmt.Errorf("read previous result of %q: %w", key, err)
 	}
-	if rec.BatchID != "" && last.BatchID == rec.BatchID {
+	if batchID != "" && last.BatchID == batchID {
 		return last.Previous, nil // the batch's keys expired; still a redelivery
 	}
 	return previousOf(last), nil

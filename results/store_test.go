@@ -130,7 +130,7 @@ func newRecord(key, batch string, status Status, score float64) *Record {
 
 // writeRedis does what Write does but the storage write.
 func (tb *testBundle) writeRedis(ctx context.Context, r *Record) error {
-	data, err := tb.store.prepare(ctx, r, nil)
+	data, err := tb.store.prepare(ctx, r, &writeOptions{})
 	if err != nil {
 		return err
 	}
@@ -303,11 +303,18 @@ func TestWritePreviousAndFlips(t *testing.T) {
 		wantHist[6], wantHist[16], wantHist[13] = 1, 1, 1
 		require.Equal(t, wantHist, b.Histogram)
 
-		// A third batch compares with the second, not the first.
+		// A third batch compares with the second, not the first; read ahead of the write
+		// (as the worker does, while it verifies), the previous result is the same.
+		ahead, err := tb.store.Previous(tb.ctx, "k1", "C")
+		require.NoError(t, err)
 		third := newRecord("k1", "C", StatusLive, 0.95)
-		tb.write(t, third)
+		_, err = tb.store.Write(tb.ctx, third, WithPrevious(ahead))
+		require.NoError(t, err)
 		require.Equal(t, StatusNotLive, third.Previous.Status)
 		require.Equal(t, map[string]int64{"not_live>live": 1}, tb.summary(t, "C").Flips)
+		again, err := tb.store.Previous(tb.ctx, "k1", "C")
+		require.NoError(t, err)
+		require.Equal(t, ahead, again, "a redelivery in batch C keeps the same previous")
 	})
 }
 

@@ -57,8 +57,15 @@ type task struct {
 	rec      results.Record
 	verdict  *verdict
 	paid     bool // verdict came from this attempt's API call, not from Redis
+	prev     chan previous
 	started  time.Time
 	objectOK bool
+}
+
+// previous is the key's earlier result, read ahead of the write.
+type previous struct {
+	p   *results.Previous
+	err error
 }
 
 // ProcessTask handles one liveness:verify task: it is the asynq handler. Permanent
@@ -91,6 +98,14 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return w.badTask(ctx, tk, t.Payload(), fmt.Errorf("storage location %q is not served by this worker (it serves %s)", p.Storage, w.cfg.Storage.URL()))
 	}
 	tk.rec.Bucket = bucket.Name()
+
+	// The key's earlier result, which the new one records as its previous, is read while
+	// the task runs, not when its result is written.
+	tk.prev = make(chan previous, 1)
+	go func() {
+		p, err := w.cfg.Results.Previous(ctx, tk.payload.Key, tk.payload.BatchID)
+		tk.prev <- previous{p, err}
+	}()
 
 	err = w.verify(ctx, tk, bucket)
 	return w.finish(ctx, tk, err)
@@ -255,7 +270,13 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 		applyVerdict(&tk.rec, tk.verdict)
 	}
 	tk.rec.VerifiedAt = time.Now().UTC()
-	out, werr := w.cfg.Results.Write(ctx, &tk.rec, w.verdictCommands(ctx, tk))
+	opts := []results.WriteOption{w.verdictCommands(ctx, tk)}
+	if tk.prev != nil {
+		if pr := <-tk.prev; pr.err == nil && tk.rec.Key == tk.payload.Key {
+			opts = append(opts, results.WithPrevious(pr.p))
+		}
+	}
+	out, werr := w.cfg.Results.Write(ctx, &tk.rec, opts...)
 	if errors.Is(werr, storage.ErrInvalidKey) {
 		// No result can ever be stored under this key (e.g. too long with the results
 		// prefix): retrying cannot help. The task is archived, visible to the operator.
