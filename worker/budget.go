@@ -149,6 +149,7 @@ const (
 
 	budgetReserveAhead   = 20 * time.Millisecond // how far ahead of its turn a caller may be granted it
 	budgetClearFor       = 50 * time.Millisecond // how long an unconstrained budget trusts "no cooldown"
+	budgetPreciseSleep   = 2 * time.Millisecond  // the end of a wait for a turn slept with sleepPrecisely
 	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
 	budgetProbePoll      = 25 * time.Millisecond // re-check interval while another caller probes
 	budgetMaxSleep       = 250 * time.Millisecond
@@ -573,10 +574,12 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := sleepCtx(ctx, time.Until(turn)); err != nil {
+		// The last stretch is slept precisely: calls leaving late crowd a window.
+		if err := sleepCtx(ctx, time.Until(turn)-budgetPreciseSleep); err != nil {
 			_ = l.Release(ctx, OutcomeOther)
 			return nil, err
 		}
+		sleepPrecisely(time.Until(turn))
 		// A call leaving more than half the headroom after its turn (a stalled
 		// process) could crowd the calls after it into one window: the turn is given
 		// up, costing rate, never a 403.
