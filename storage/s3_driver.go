@@ -138,7 +138,10 @@ func newS3Driver(ctx context.Context, cfg S3Config) (*s3Driver, error) {
 	httpClient := cfg.HTTPClient
 	if httpClient == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 64
+		// A worker holds up to two connections per task (the selfie being read, the
+		// result being written): idle ones are kept for that many rather than closed and
+		// dialled again.
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 256
 		pool, err := rootCAs(cfg.CABundle)
 		if err != nil {
 			return nil, err
