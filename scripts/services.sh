@@ -79,13 +79,14 @@ services_start() {
   local access="livenessq-test" secret
   secret="test-secret-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   mkdir -p "$SERVICE_TMP/s3"
+  # --keep-alive: without it versitygw answers every request with "Connection: close" and
+  # each S3 call pays a new TCP connection, which real S3 does not make clients do (the
+  # goroutine-leak checks then also see that every client closes its idle connections).
   # --quiet: no access-log line per request (nor the startup banner); a failure to start
-  # still reaches versitygw.log. Not --keep-alive (`livenessq bench` uses it): with it, a
-  # connection still busy when a test closes its Bucket goes back to the idle pool
-  # afterwards and outlives the test, which the packages' goroutine-leak checks report.
+  # still reaches versitygw.log.
   ROOT_ACCESS_KEY="$access" ROOT_SECRET_KEY="$secret" \
     "$VERSITYGW_BIN" --port "127.0.0.1:$sport" --access "$access" --secret "$secret" \
-    --quiet posix "$SERVICE_TMP/s3" >"$SERVICE_TMP/versitygw.log" 2>&1 &
+    --keep-alive --quiet posix "$SERVICE_TMP/s3" >"$SERVICE_TMP/versitygw.log" 2>&1 &
   SERVICE_PIDS+=($!)
   wait_port versitygw "$sport" "$!" || { cat "$SERVICE_TMP/versitygw.log" >&2; return 1; }
 

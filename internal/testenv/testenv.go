@@ -10,11 +10,15 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -87,6 +91,21 @@ type S3 struct {
 	AccessKey string
 	SecretKey string
 	Region    string
+}
+
+// Client returns an AWS SDK client of this server, for tests that go around the storage
+// package, and a function that closes its idle connections (kept alive by the server,
+// they would outlive the test).
+func (s S3) Client() (*s3.Client, func()) {
+	tr := &http.Transport{}
+	c := s3.New(s3.Options{
+		Region:       s.Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		HTTPClient:   &http.Client{Transport: tr},
+	})
+	return c, tr.CloseIdleConnections
 }
 
 // URL returns a storage URL for bucket on this server, with path-style addressing.
