@@ -82,9 +82,7 @@ type BudgetConfig struct {
 	// jitter, a busy machine) without a window going over the limit. It costs
 	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
 	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
-	// delay; one that wakes more than Headroom/2 late gives the turn up. For one Window
-	// after the schedule starts (or restarts after a quiet spell) turns are 2% further
-	// apart: the first calls, on new connections, are the slowest to arrive. Default 8 ms.
+	// delay. Default 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
@@ -152,7 +150,6 @@ const (
 	budgetReserveAhead   = 20 * time.Millisecond // how far ahead of its turn a caller may be granted it
 	budgetClearFor       = 50 * time.Millisecond // how long an unconstrained budget trusts "no cooldown"
 	budgetPreciseSleep   = 2 * time.Millisecond  // the end of a wait for a turn slept with sleepPrecisely
-	budgetWarmupSpacing  = 0.02                  // turns 2% further apart in the first window of a schedule
 	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
 	budgetProbePoll      = 25 * time.Millisecond // re-check interval while another caller probes
 	budgetMaxSleep       = 250 * time.Millisecond
@@ -738,12 +735,11 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 	defer cancel()
 	c := b.cfg
 	v, err := budgetAcquireScript.Run(ctx, b.rdb,
-		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota, budgetKeyWarmup},
+		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota},
 		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
 		strconv.FormatFloat(b.basePace, 'f', -1, 64), b.tolUS,
 		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
 		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), budgetReserveAhead.Microseconds(),
-		c.Window.Microseconds(), budgetWarmupSpacing,
 	).Int64Slice()
 	if err != nil {
 		return budgetAttempt{}, err

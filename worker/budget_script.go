@@ -7,7 +7,6 @@ import "github.com/redis/go-redis/v9"
 const (
 	budgetKeyPrefix   = "livenessq:{budget}:"
 	budgetKeyGCRA     = budgetKeyPrefix + "gcra"     // string: theoretical arrival time, µs since the epoch
-	budgetKeyWarmup   = budgetKeyPrefix + "warmup"   // string, PX = Window: the schedule restarted within a window
 	budgetKeyLeases   = budgetKeyPrefix + "leases"   // zset: lease id → expiry, µs since the epoch
 	budgetKeyCooldown = budgetKeyPrefix + "cooldown" // hash: until, length, streak, since, last (µs)
 	budgetKeyProbe    = budgetKeyPrefix + "probe"    // string: id of the lease making the probe call, PX = lease TTL
@@ -48,11 +47,10 @@ local function fmt(x) return string.format('%.3f', x) end
 // when the cooldown has ended), the quota of the period, the GCRA and the lease count;
 // it grants a lease only when all of them admit, and changes nothing otherwise.
 //
-// KEYS: gcra, leases, cooldown, probe, quota, warmup.
+// KEYS: gcra, leases, cooldown, probe, quota.
 // ARGV: lease id, max in flight (0 = no cap), lease TTL µs, pace (calls/s, 0 = no rate
 // limit), burst tolerance µs, quota (0 = none), quota period µs, quota anchor µs,
-// concurrency poll µs, probe poll µs, reservation horizon µs, window µs, warm-up spacing
-// (fraction added to each interval during the first window of a schedule).
+// concurrency poll µs, probe poll µs, reservation horizon µs.
 // Returns {code, wait µs, now µs, probe 0|1}. For a grant, wait is how long the caller
 // sleeps before its call (its reserved turn, at most the horizon ahead).
 var budgetAcquireScript = redis.NewScript(budgetLuaNow + `
@@ -89,14 +87,7 @@ local goat = now
 local ratewait = 0
 if pace > 0 then
   local g = redis.call('GET', KEYS[1])
-  if g then
-    tat = math.max(tonumber(g), now)
-  else
-    -- The schedule restarts (the start, or a quiet spell): for one window its turns
-    -- are spaced wider, since the first calls are the slowest to reach the API (new
-    -- connections, a burst of tasks starting) and could crowd a window with later ones.
-    redis.call('SET', KEYS[6], '1', 'PX', math.ceil(tonumber(ARGV[12]) / 1000))
-  end
+  if g then tat = math.max(tonumber(g), now) end
   -- The call may go tol (the burst allowance) ahead of its even-paced turn, and is
   -- granted up to the horizon (ARGV[11]) before that moment: the caller sleeps until goat, so the
   -- round trip to Redis is not part of the schedule.
@@ -111,9 +102,7 @@ end
 if ratewait > 0 then return {1, math.ceil(ratewait), now, 0} end
 
 if pace > 0 then
-  local interval = 1000000 / pace
-  if redis.call('EXISTS', KEYS[6]) == 1 then interval = interval * (1 + tonumber(ARGV[13])) end
-  local newtat = tat + interval
+  local newtat = tat + 1000000 / pace
   redis.call('SET', KEYS[1], fmt(newtat), 'PX', math.ceil((newtat - now) / 1000) + 1000)
 end
 redis.call('ZADD', KEYS[2], fmt(now + ttl), id)

@@ -155,56 +155,6 @@ func TestBudgetRateNeverExceedsLimit(t *testing.T) {
 	}
 }
 
-// TestBudgetWarmup: for one window after the schedule starts, turns are
-// budgetWarmupSpacing further apart; then the pace is the configured one.
-func TestBudgetWarmup(t *testing.T) {
-	const window = 200 * time.Millisecond
-	bb := budgetSetup(t, BudgetConfig{Rate: 200, Window: window})
-	ctx, cancel := context.WithTimeout(bb.ctx, 3*window)
-	defer cancel()
-	var mu sync.Mutex
-	var turns []time.Time
-	var wg sync.WaitGroup
-	for _, b := range []*Budget{bb.a, bb.b} {
-		for range 4 {
-			wg.Go(func() {
-				for {
-					l, err := b.Acquire(ctx)
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					turns = append(turns, l.AdmittedAt())
-					mu.Unlock()
-					_ = l.Release(context.Background(), OutcomeOK)
-				}
-			})
-		}
-	}
-	wg.Wait()
-	slices.SortFunc(turns, time.Time.Compare)
-	require.Greater(t, len(turns), 50)
-	var warm, steady []time.Duration
-	for i := 1; i < len(turns); i++ {
-		gap := turns[i].Sub(turns[i-1])
-		switch at := turns[i-1].Sub(turns[0]); {
-		case at < window-10*time.Millisecond:
-			warm = append(warm, gap)
-		case at > window+10*time.Millisecond:
-			steady = append(steady, gap)
-		}
-	}
-	median := func(d []time.Duration) time.Duration {
-		slices.Sort(d)
-		return d[len(d)/2]
-	}
-	p := budgetPacing{Rate: 200, Window: window, Burst: 1, Headroom: budgetDefaultHeadroom}
-	interval := time.Duration(float64(time.Second) / p.base())
-	t.Logf("interval %v: median gap %v in the first window (%d), %v after (%d)", interval, median(warm), len(warm), median(steady), len(steady))
-	require.InDelta(t, float64(interval)*(1+budgetWarmupSpacing), float64(median(warm)), float64(2*time.Microsecond))
-	require.InDelta(t, float64(interval), float64(median(steady)), float64(2*time.Microsecond))
-}
-
 func TestBudgetMaxInFlightAcrossProcesses(t *testing.T) {
 	const capacity = 5
 	bb := budgetSetup(t, BudgetConfig{MaxInFlight: capacity})
