@@ -42,6 +42,7 @@ type workerFlags struct {
 	rate         float64
 	window       time.Duration
 	burst        int
+	headroom     time.Duration
 	maxInFlight  int
 	leaseTTL     time.Duration
 	cooldown     time.Duration
@@ -78,6 +79,8 @@ func (f *workerFlags) register(fs *flagSet, poll time.Duration) {
 	fs.bindEnv("rate-window", "LIVENESSQ_RATE_WINDOW")
 	fs.IntVar(&f.burst, "burst", 1, "global API budget: calls that may start back to back")
 	fs.bindEnv("burst", "LIVENESSQ_BURST")
+	fs.DurationVar(&f.headroom, "rate-headroom", 8*time.Millisecond, "global API budget: margin for calls' trips to the API to differ by (network jitter, busy hosts); paces --rate × window/(window + headroom)")
+	fs.bindEnv("rate-headroom", "LIVENESSQ_RATE_HEADROOM")
 	fs.IntVar(&f.maxInFlight, "max-inflight", 0, "global API budget: API calls in flight across all workers; 0 = no cap")
 	fs.bindEnv("max-inflight", "LIVENESSQ_MAX_INFLIGHT")
 	fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "how long a dead worker's in-flight slots stay taken")
@@ -120,6 +123,8 @@ func (f *workerFlags) validate() error {
 		return usagef("--rate: must be a number ≥ 0 (0 = no limit), got %v", f.rate)
 	case f.window <= 0:
 		return usagef("--rate-window: must be positive, got %v", f.window)
+	case f.headroom <= 0 || f.headroom >= f.window:
+		return usagef("--rate-headroom: must be positive and shorter than --rate-window (%v), got %v", f.window, f.headroom)
 	case f.burst < 1:
 		return usagef("--burst: must be at least 1, got %d", f.burst)
 	case f.rate > 0 && f.rate*f.window.Seconds() <= float64(f.burst-1):
@@ -167,7 +172,7 @@ func (f *workerFlags) budget(rdb redis.UniversalClient, pause func(context.Conte
 		return nil, err
 	}
 	b, err := worker.NewBudget(worker.BudgetConfig{
-		Redis: rdb, Rate: f.rate, Window: f.window, Burst: f.burst, MaxInFlight: f.maxInFlight,
+		Redis: rdb, Rate: f.rate, Window: f.window, Burst: f.burst, Headroom: f.headroom, MaxInFlight: f.maxInFlight,
 		LeaseTTL: f.leaseTTL, Cooldown: f.cooldown, CooldownMax: f.cooldownMax, PauseAfter: f.pauseAfter,
 		Pause: pause, Quota: f.quota, QuotaPeriod: f.quotaPeriod, QuotaResetAt: resetAt, Logger: log,
 	})

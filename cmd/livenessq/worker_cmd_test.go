@@ -236,6 +236,8 @@ func TestWorkerFlagErrors(t *testing.T) {
 		{desc: "redis missing", env: creds, args: []string{"worker", "--storage", dir}, want: []string{"--redis", "LIVENESSQ_REDIS_URL"}},
 		{desc: "size cap", env: creds, args: append([]string{"worker", "--size-cap", "lots"}, conn...), want: []string{"-size-cap"}},
 		{desc: "burst over rate", env: creds, args: append([]string{"worker", "--rate", "2", "--burst", "5"}, conn...), want: []string{"--burst"}},
+		{desc: "headroom zero", env: creds, args: append([]string{"worker", "--rate", "2", "--rate-headroom", "0s"}, conn...), want: []string{"--rate-headroom"}},
+		{desc: "headroom over window", env: creds, args: append([]string{"worker", "--rate-headroom", "2s"}, conn...), want: []string{"--rate-headroom", "--rate-window"}},
 		{desc: "quota reset", env: creds, args: append([]string{"worker", "--quota-reset-at", "noon"}, conn...), want: []string{"--quota-reset-at"}},
 		{desc: "header style", env: creds, args: append([]string{"worker", "--header-style", "camel"}, conn...), want: []string{"--header-style"}},
 		{desc: "log level", env: creds, args: append([]string{"worker", "--log-level", "loud"}, conn...), want: []string{"--log-level"}},
