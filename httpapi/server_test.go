@@ -37,24 +37,6 @@ const (
 	kairosAppKey = "kairos-app-key-never-logged-91b2"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func score(v float64) *float64 { return &v }
 
 // options vary setup.
@@ -75,7 +57,7 @@ type testBundle struct {
 	server *httpapi.Server
 	base   string
 	client *http.Client
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 }
 
 // setup runs, on real Redis (DB testenv.DBServe) and the real S3 server, the API on a
@@ -95,7 +77,7 @@ func setup(t *testing.T, o options) *testBundle {
 	}
 	require.NoError(t, err)
 	t.Cleanup(func() { bucket.Close() })
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	log := zerolog.New(logs)
 	store, err := results.New(results.Config{Redis: rdb, Bucket: bucket.Sub("results/"), Logger: log})
 	require.NoError(t, err)

@@ -38,28 +38,10 @@ type testBundle struct {
 	emu      *kairostest.Emulator
 	client   *asynq.Client
 	worker   *worker.Worker
-	logs     *syncBuffer
+	logs     *testenv.Buffer
 	apiURL   string
 	inspect  *asynq.Inspector
 	storeURL string
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func score(v float64) *float64 { return &v }
@@ -75,7 +57,7 @@ func setup(t *testing.T, emuCfg kairostest.Config, mutate func(*worker.Config)) 
 		Region: s3.Region, PathStyle: true, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, CreateBucket: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { bucket.Close() })
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	log := zerolog.New(logs)
 	store, err := results.New(results.Config{Redis: rdb, Bucket: bucket.Sub("results/"), Logger: log})
 	require.NoError(t, err)

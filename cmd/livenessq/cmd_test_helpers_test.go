@@ -167,8 +167,8 @@ func runSpec(t testing.TB, spec cmdSpec) cmdResult {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	outBuf *syncBuffer
-	errBuf *syncBuffer
+	outBuf *testenv.Buffer
+	errBuf *testenv.Buffer
 	done   chan struct{}
 	code   int
 }
@@ -182,7 +182,7 @@ func startCmd(t testing.TB, bin string, env []string, args ...string) *proc {
 // startSpec starts the process spec describes in the background.
 func startSpec(t testing.TB, spec cmdSpec) *proc {
 	t.Helper()
-	p := &proc{name: strings.Join(spec.args, " "), outBuf: &syncBuffer{}, errBuf: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: strings.Join(spec.args, " "), outBuf: &testenv.Buffer{}, errBuf: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(spec.bin, spec.args...)
 	p.cmd.Env = childEnv(spec.env)
 	p.cmd.Dir = spec.dir
@@ -302,24 +302,6 @@ func (p *proc) waitMatch(t testing.TB, re *regexp.Regexp, timeout time.Duration)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // cmdRedis returns a flushed client on the command tests' Redis DB (testenv.DBCommand)

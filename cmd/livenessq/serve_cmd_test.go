@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/livenessq/livenessq/httpapi"
+	"github.com/livenessq/livenessq/internal/testenv"
 )
 
 const (
@@ -41,7 +42,7 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			t.Parallel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testenv.Buffer
 			code := run(context.Background(), append([]string{"serve"}, tt.args...), serveEnv(tt.vars), strings.NewReader(""), &stdout, &stderr)
 			require.Equal(t, 2, code, "stderr: %s", stderr.String())
 			require.Contains(t, stderr.String(), tt.want)
@@ -64,7 +65,7 @@ func TestServeServesAndStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, serveEnv(vars), strings.NewReader(""), &stdout, &stderr)
