@@ -82,7 +82,7 @@ type BudgetConfig struct {
 	// jitter, a busy machine) without a window going over the limit. It costs
 	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
 	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
-	// delay. Default 8 ms.
+	// delay; one that wakes more than Headroom/2 late gives the turn up. Default 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)

@@ -169,7 +169,7 @@ func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) e
 		return err
 	}
 	tk.verdict = &verdict{ETag: r.ETag, Result: *res}
-	tk.paid = true // kept in Redis by finish, in the result write's first round trip
+	tk.paid = true // kept in Redis by finish, alongside the result's storage write
 	return nil
 }
 

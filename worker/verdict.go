@@ -66,9 +66,9 @@ func (w *Worker) loadVerdict(ctx context.Context, taskID string) *verdict {
 
 // verdictCommands returns the write option that keeps tk's verdict in Redis alongside its
 // result, at no extra round trip: a verdict this attempt paid for is stored (for
-// verdictTTL) before the result goes to storage, so that a failed write or a crash does
-// not pay again; once the result is recorded, the verdict is kept only
-// verdictKeepAfterResult, for a redelivery of the finished task.
+// verdictTTL) while the result goes to storage, and before it is recorded, so that a
+// failed write or a crash does not pay again; once the result is recorded, the verdict
+// is kept only verdictKeepAfterResult, for a redelivery of the finished task.
 func (w *Worker) verdictCommands(ctx context.Context, tk *task) results.WriteOption {
 	if tk.id == "" || tk.verdict == nil {
 		return results.WithRedis(nil, nil)
