@@ -44,6 +44,7 @@ type benchFlags struct {
 	budgetEnforce     bool
 	budgetMargin      float64
 	cooldown          time.Duration
+	emulatorNice      int
 
 	overheadTasks       int
 	overheadConcurrency int
@@ -86,6 +87,7 @@ func (f *benchFlags) register(fs *flagSet) {
 	fs.DurationVar(&f.budgetKillAt, "budget-kill-at", 15*time.Second, "budget: when one worker is killed (SIGKILL)")
 	fs.DurationVar(&f.budgetLatency, "budget-latency", 100*time.Millisecond, "budget: the emulator's latency")
 	fs.Float64Var(&f.budgetMargin, "budget-margin", 0, "budget: give our workers --rate R×(1−margin) rather than R, to see what margin the emulator's exact window needs")
+	fs.IntVar(&f.emulatorNice, "emulator-nice", -10, "run the emulator at this nice(1) adjustment (0: as is; a negative one needs root or CAP_SYS_NICE, else it runs as is): the API's clock runs on machines of its own, here it shares the CPUs with the workers it measures")
 	fs.DurationVar(&f.cooldown, "cooldown", time.Second, "budget and meet: our workers' --cooldown after a 403 (the emulator's window is 1 s; the worker's default of 60 s would turn one 403 into the rest of the run)")
 	fs.BoolVar(&f.budgetEnforce, "budget-enforce", true, "budget: the emulator answers 403 beyond R in a 1-s window (false: it only counts, to see the rate the budget paces at)")
 

@@ -35,7 +35,7 @@ func (b *bench) runBudget(ctx context.Context) error {
 	}
 	b.logf("budget (issue 5): the emulator allows %d requests in any 1-s window (403 beyond), latency %v; %d workers × concurrency %d for %v, one SIGKILLed at %v; %d queued selfies of ~5 KB",
 		f.budgetRate, f.budgetLatency, f.budgetWorkers, f.budgetConcurrency, f.budgetDuration, f.budgetKillAt, f.budgetSelfies)
-	b.logf("  ours:  livenessq worker --rate %v --burst 1 --max-inflight %d --cooldown %v (the global budget in Redis)", float64(f.budgetRate)*(1-f.budgetMargin), f.budgetInflight, f.cooldown)
+	b.logf("  ours:  livenessq worker --rate %v --burst 1 --max-inflight %d --cooldown %v (the global budget in Redis); emulator at nice %d", float64(f.budgetRate)*(1-f.budgetMargin), f.budgetInflight, f.cooldown, f.emulatorNice)
 	b.logf("  usual: a golang.org/x/time/rate limiter at %v/s in each process (bench _worker --local-rate)", R/float64(f.budgetWorkers))
 	ours, err := b.budgetVariant(ctx, "ours", benchDBBudgetOurs, 0)
 	if err != nil {
