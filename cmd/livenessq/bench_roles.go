@@ -205,28 +205,32 @@ func runBenchEnqueue(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, c.redisURL)
+	cn, err := c.open(ctx, logger, false)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
-	if err != nil {
-		return err
+	defer cn.close()
+	rdb, src := cn.rdb, cn.src
+	newClient := func() (*enqueue.Client, error) {
+		return enqueue.New(enqueue.Config{Redis: rdb, Batches: cn.store, Queue: c.queue, Logger: logger})
 	}
-	defer src.Close()
-	defer res.Close()
+	listKeys := func() ([]string, error) {
+		var keys []string
+		for a, err := range src.List(ctx, prefix) {
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, a.Key)
+		}
+		return keys, nil
+	}
 
 	peak := startHeapSampler()
 	var out benchEnqueueResult
 	start := time.Now()
 	switch mode {
 	case "client":
-		store, err := newResults(rdb, res, logger)
-		if err != nil {
-			return err
-		}
-		cl, err := enqueue.New(enqueue.Config{Redis: rdb, Batches: store, Queue: c.queue, Logger: logger})
+		cl, err := newClient()
 		if err != nil {
 			return err
 		}
@@ -237,19 +241,12 @@ func runBenchEnqueue(ctx context.Context, env *environ, args []string) error {
 		}
 		out.Keys = sum.Enqueued
 	case "client-listed":
-		var keys []string
-		for a, err := range src.List(ctx, prefix) {
-			if err != nil {
-				return err
-			}
-			keys = append(keys, a.Key)
-		}
-		out.ListSeconds = time.Since(start).Seconds()
-		store, err := newResults(rdb, res, logger)
+		keys, err := listKeys()
 		if err != nil {
 			return err
 		}
-		cl, err := enqueue.New(enqueue.Config{Redis: rdb, Batches: store, Queue: c.queue, Logger: logger})
+		out.ListSeconds = time.Since(start).Seconds()
+		cl, err := newClient()
 		if err != nil {
 			return err
 		}
@@ -260,12 +257,9 @@ func runBenchEnqueue(ctx context.Context, env *environ, args []string) error {
 		}
 		out.Keys = sum.Enqueued
 	case "loop":
-		var keys []string
-		for a, err := range src.List(ctx, prefix) {
-			if err != nil {
-				return err
-			}
-			keys = append(keys, a.Key)
+		keys, err := listKeys()
+		if err != nil {
+			return err
 		}
 		out.ListSeconds = time.Since(start).Seconds()
 		aq := asynq.NewClientFromRedisClient(rdb)
