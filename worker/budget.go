@@ -60,29 +60,31 @@ type BudgetConfig struct {
 	Redis redis.UniversalClient
 
 	// Rate is the API's usage limit in calls per second across all workers; 0 (the
-	// default) means no rate limit. The budget never admits more than Rate×Window
-	// calls in any window of length Window (when Rate×Window is a whole number).
+	// default) means no rate limit. Calls leave at most N = ⌊Rate×Window⌋ (at least 1)
+	// to any window of length Window + Headroom, and never faster than Rate (a GCRA
+	// with Burst).
 	//
-	// To hold that promise at the API, whose clock counts a call when it arrives, it
-	// paces admissions with a GCRA at the slightly lower PaceRate = (Rate×Window −
-	// (Burst−1)) / (Window + Headroom) per second (198.4/s for Rate 200 with the
-	// defaults): in any window of length t it admits fewer than PaceRate×(t+Headroom)
-	// + Burst calls, so calls whose trips to the API differ by up to Headroom still
-	// fall at most Rate×Window to a window.
+	// That holds at the API, whose clock counts a call when it arrives, as long as the
+	// trips to it differ by less than Headroom. Redis keeps the moment each of the last
+	// N calls left: a call whose caller woke late is re-recorded at the moment it
+	// really leaves, so lateness costs its own delay, not a turn. The steady rate is
+	// PaceRate = N / (Window + Headroom) per second (198.4/s for Rate 200 with the
+	// defaults).
 	Rate float64
 	// Window is the window the API's limit is counted over; default 1 s.
 	Window time.Duration
 	// Burst is how many calls may start back to back after a quiet spell; default 1
-	// (calls evenly spaced at 1/PaceRate). Each extra unit of burst costs one call
-	// per Window of steady rate, so that a burst never takes a window over the limit.
+	// (calls evenly spaced at 1/Rate or more). A burst never takes a window over N.
 	// Rate×Window must exceed Burst−1.
 	Burst int
-	// Headroom is the margin for the trip to the API: how much the delays between
-	// admission and the API counting the call may differ from call to call (network
+	// Headroom is the margin for the trip to the API: how much the delays between a
+	// call leaving and the API counting it may differ from call to call (network
 	// jitter, a busy machine) without a window going over the limit. It costs
 	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
 	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
-	// delay; one that wakes more than Headroom/2 late gives the turn up. Default 8 ms.
+	// delay; one that wakes more than min(1 ms, Headroom/4) late first re-records its
+	// turn at the moment it leaves (one more round trip, for that call only). Default
+	// 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
@@ -148,6 +150,9 @@ const (
 	budgetDefaultJitter      = 5 * time.Millisecond
 
 	budgetReserveAhead   = 20 * time.Millisecond // how far ahead of its turn a caller may be granted it
+	budgetLateMove       = time.Millisecond      // a caller later than this (or Headroom/4) re-records its turn
+	budgetMaxLate        = 250 * time.Millisecond
+	budgetMoveTries      = 3
 	budgetClearFor       = 50 * time.Millisecond // how long an unconstrained budget trusts "no cooldown"
 	budgetPreciseSleep   = 2 * time.Millisecond  // the end of a wait for a turn slept with sleepPrecisely
 	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
@@ -233,13 +238,26 @@ type budgetPacing struct {
 	Quota    int64
 }
 
-// base returns the steady admission rate in calls per second without quota pacing:
-// (Rate×Window − (Burst−1)) / (Window + Headroom), or +Inf when Rate is 0 (no limit).
-func (p budgetPacing) base() float64 {
+// window returns the send log's terms: at most n calls leave in any span. n is
+// ⌊Rate×Window⌋, at least 1; span is Window (or, below one call per Window, 1/Rate)
+// plus Headroom. n is 0 when Rate is 0 (no log).
+func (p budgetPacing) window() (n int64, span time.Duration) {
 	if p.Rate == 0 {
+		return 0, 0
+	}
+	n = max(1, int64(math.Floor(p.Rate*p.Window.Seconds()+1e-9)))
+	w := max(p.Window, time.Duration(float64(n)/p.Rate*float64(time.Second)))
+	return n, w + p.Headroom
+}
+
+// base returns the steady admission rate in calls per second without quota pacing:
+// min(Rate, n/span) (see window), or +Inf when Rate is 0 (no limit).
+func (p budgetPacing) base() float64 {
+	n, span := p.window()
+	if n == 0 {
 		return math.Inf(1)
 	}
-	return (p.Rate*p.Window.Seconds() - float64(p.Burst-1)) / (p.Window + p.Headroom).Seconds()
+	return math.Min(p.Rate, float64(n)/span.Seconds())
 }
 
 // pace returns the admission rate in calls per second given the quota used so far and
@@ -260,14 +278,13 @@ func (p budgetPacing) pace(used int64, toReset time.Duration) float64 {
 	return math.Min(base, float64(left)/toReset.Seconds())
 }
 
-// tolerance returns how far ahead of its even-paced turn a call may go: the burst
+// tolerance returns how far ahead of its turn at Rate a call may go: the burst
 // allowance.
 func (p budgetPacing) tolerance() time.Duration {
-	b := p.base()
-	if math.IsInf(b, 1) {
+	if p.Rate == 0 {
 		return 0
 	}
-	return time.Duration(float64(p.Burst-1) / b * float64(time.Second))
+	return time.Duration(float64(p.Burst-1) / p.Rate * float64(time.Second))
 }
 
 // BudgetStats counts what a [Budget] did in this process; the worker exports them as
@@ -280,7 +297,8 @@ type BudgetStats struct {
 	DeniedConcurrency atomic.Int64 // attempts refused because MaxInFlight leases were held
 	DeniedCooldown    atomic.Int64 // attempts refused by an open cooldown or a running probe
 	DeniedQuota       atomic.Int64 // attempts refused because the period's quota was used up
-	Late              atomic.Int64 // turns given up because this process woke too late for them
+	Moved             atomic.Int64 // turns re-recorded at the moment the call left (its caller woke late)
+	Late              atomic.Int64 // turns given up: woken too late to re-record them safely
 	UsageLimited      atomic.Int64 // leases released with OutcomeUsageLimited
 	CooldownsOpened   atomic.Int64 // cooldowns this process opened or doubled
 	CooldownsClosed   atomic.Int64 // cooldowns this process's probe closed
@@ -299,8 +317,10 @@ type Budget struct {
 	rdb      redis.UniversalClient
 	log      zerolog.Logger
 	pacing   budgetPacing
-	basePace float64 // calls/s passed to the acquire script; 0 = no rate limit
+	rate     float64 // the GCRA's calls/s passed to the acquire script; 0 = no rate limit
 	tolUS    int64
+	logN     int64 // the send log: at most logN calls in any logSpan; 0 = no log
+	logSpan  time.Duration
 	instance string
 	seq      atomic.Uint64
 	stats    BudgetStats
@@ -349,9 +369,8 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 		turn:     make(chan struct{}, 1),
 		held:     make(map[string]*Lease),
 	}
-	if base := p.base(); !math.IsInf(base, 1) {
-		b.basePace = base
-	}
+	b.rate = cfg.Rate
+	b.logN, b.logSpan = p.window()
 	b.unconstrained = cfg.Rate == 0 && cfg.MaxInFlight == 0 && cfg.Quota == 0
 	return b, nil
 }
@@ -393,6 +412,11 @@ func (b *Budget) Shutdown(ctx context.Context) error {
 	cancel, done := b.cancel, b.done
 	b.mu.Unlock()
 	cancel()
+	st := &b.stats
+	b.log.Info().Int64("admitted", st.Admitted.Load()).Int64("moved", st.Moved.Load()).Int64("late", st.Late.Load()).
+		Int64("denied_rate", st.DeniedRate.Load()).Int64("denied_concurrency", st.DeniedConcurrency.Load()).
+		Int64("denied_cooldown", st.DeniedCooldown.Load()).Int64("usage_limited", st.UsageLimited.Load()).
+		Dur("wait", time.Duration(st.WaitNanos.Load())).Msg("API budget: this process's totals")
 	select {
 	case <-done:
 		return nil
@@ -494,6 +518,7 @@ type Lease struct {
 	probe      bool
 	local      bool // granted without Redis by an unconstrained budget: nothing to free there
 	admittedAt time.Time
+	sent       atomic.Int64 // the latest departure recorded by Sent, Redis clock µs
 	released   atomic.Bool
 }
 
@@ -505,6 +530,46 @@ func (l *Lease) Probe() bool { return l.probe }
 // AdmittedAt returns the turn the lease was granted for (when its call may leave), by
 // the Redis server's clock (the clock every process shares), to the microsecond.
 func (l *Lease) AdmittedAt() time.Time { return l.admittedAt }
+
+// Logged reports whether the lease's turn is in the send log, so that [Lease.Sent]
+// has something to correct.
+func (l *Lease) Logged() bool { return !l.local && !l.probe && l.b.logN > 0 }
+
+// Sent tells the budget when the call's request left (its headers were written). If
+// that was more than a millisecond after the turn (the process stalled between the
+// two), the send log learns it in the background, so that the calls a window after
+// it keep their distance. Calls after the first that are not later are no-ops.
+func (l *Lease) Sent(at time.Time) {
+	b := l.b
+	if !l.Logged() {
+		return
+	}
+	late := at.Sub(b.localTime(l.admittedAt))
+	if late <= b.lateMove() {
+		return
+	}
+	redisAt := l.admittedAt.Add(late)
+	for {
+		prev := l.sent.Load()
+		if prev >= redisAt.UnixMicro() {
+			return
+		}
+		if l.sent.CompareAndSwap(prev, redisAt.UnixMicro()) {
+			break
+		}
+	}
+	b.stats.Moved.Add(1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), budgetEvalTimeout)
+		defer cancel()
+		err := b.rdb.ZAddArgs(ctx, budgetKeySent, redis.ZAddArgs{XX: true, GT: true,
+			Members: []redis.Z{{Score: float64(redisAt.UnixMicro()), Member: l.id}}}).Err()
+		if err != nil {
+			b.stats.Unavailable.Add(1)
+			b.log.Warn().Err(err).Dur("late", late).Msg("record a late API call in the budget's send log")
+		}
+	}()
+}
 
 type budgetReleaseOpts struct{ retryAfter time.Duration }
 
@@ -580,14 +645,20 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 			return nil, err
 		}
 		sleepPrecisely(time.Until(turn))
-		// A call leaving more than half the headroom after its turn (a stalled
-		// process) could crowd the calls after it into one window: the turn is given
-		// up, costing rate, never a 403.
-		if late := time.Since(turn); b.basePace > 0 && late > b.cfg.Headroom/2 && !l.probe {
-			b.stats.Late.Add(1)
-			b.log.Debug().Dur("late", late).Msg("API budget turn missed; taking another")
-			_ = l.Release(ctx, OutcomeOther)
-			continue
+		// A call leaving after its turn (a busy machine) could crowd the calls after
+		// it into one window: the log learns when it really leaves, or, when that is
+		// no longer safe, the turn is given up, costing rate, never a 403.
+		if b.logN > 0 && !l.probe && time.Since(turn) > b.lateMove() {
+			ok, err := b.move(ctx, l, turn)
+			if err != nil {
+				_ = l.Release(ctx, OutcomeOther)
+				return nil, err
+			}
+			if !ok {
+				b.stats.Late.Add(1)
+				_ = l.Release(ctx, OutcomeOther)
+				continue
+			}
 		}
 		// A 403 this process saw while the turn came closes it (other processes learn
 		// of it at their next grant, at most budgetReserveAhead later).
@@ -597,6 +668,45 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 		}
 		return l, nil
 	}
+}
+
+// lateMove is how late after its turn a caller may leave without re-recording it.
+func (b *Budget) lateMove() time.Duration { return min(budgetLateMove, b.cfg.Headroom/4) }
+
+// move re-records a late lease's turn in the send log a moment later (budgetPreciseSleep
+// after Redis runs the script) and sleeps until then, so that the call leaves when the
+// log says. It reports false when the turn is given up: more than budgetMaxLate late, or
+// the move would put more than logN calls in a span. Its error wraps
+// ErrBudgetUnavailable.
+func (b *Budget) move(ctx context.Context, l *Lease, turn time.Time) (bool, error) {
+	for range budgetMoveTries {
+		late := time.Since(turn)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetEvalTimeout)
+		v, err := budgetMoveScript.Run(ctx, b.rdb, []string{budgetKeySent, budgetKeyGCRA},
+			l.id, b.logN, b.logSpan.Microseconds(), budgetMaxLate.Microseconds(),
+			strconv.FormatFloat(1e6/b.rate, 'f', 3, 64), budgetPreciseSleep.Microseconds()).Int64Slice()
+		cancel()
+		if err == nil && len(v) != 3 {
+			err = fmt.Errorf("move script returned %d values", len(v))
+		}
+		if err != nil {
+			b.stats.Unavailable.Add(1)
+			return false, fmt.Errorf("budget: acquire: %w: %w", ErrBudgetUnavailable, err)
+		}
+		b.learnClock(time.UnixMicro(v[1]))
+		if v[0] != 1 {
+			b.log.Debug().Dur("late", late).Msg("API budget turn given up")
+			return false, nil
+		}
+		l.admittedAt = time.UnixMicro(v[2])
+		turn = b.localTime(l.admittedAt)
+		sleepPrecisely(time.Until(turn))
+		if time.Since(turn) <= b.lateMove() {
+			b.stats.Moved.Add(1)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // budgetClear is a check that found no cooldown: when it was made, by the local clock
@@ -735,11 +845,12 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 	defer cancel()
 	c := b.cfg
 	v, err := budgetAcquireScript.Run(ctx, b.rdb,
-		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota},
+		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota, budgetKeySent},
 		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
-		strconv.FormatFloat(b.basePace, 'f', -1, 64), b.tolUS,
+		strconv.FormatFloat(b.rate, 'f', -1, 64), b.tolUS,
 		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
 		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), budgetReserveAhead.Microseconds(),
+		b.logN, b.logSpan.Microseconds(),
 	).Int64Slice()
 	if err != nil {
 		return budgetAttempt{}, err

@@ -13,6 +13,7 @@ const (
 	budgetKeyPaused   = budgetKeyPrefix + "paused"   // hash: reason, at, since
 	budgetKeyQuota    = budgetKeyPrefix + "quota"    // hash: period_end (µs), used
 	budgetKeyConfig   = budgetKeyPrefix + "config"   // hash: the configuration last written by a budget
+	budgetKeySent     = budgetKeyPrefix + "sent"     // zset: lease id → when its call left, µs (the last calls)
 )
 
 // Codes returned by budgetAcquireScript.
@@ -44,13 +45,18 @@ local function fmt(x) return string.format('%.3f', x) end
 `
 
 // budgetAcquireScript checks, in one atomic step: the cooldown (and takes the probe lock
-// when the cooldown has ended), the quota of the period, the GCRA and the lease count;
+// when the cooldown has ended), the quota of the period, the rate and the lease count;
 // it grants a lease only when all of them admit, and changes nothing otherwise.
 //
-// KEYS: gcra, leases, cooldown, probe, quota.
-// ARGV: lease id, max in flight (0 = no cap), lease TTL µs, pace (calls/s, 0 = no rate
+// The rate is two limits. A GCRA spaces turns at the rate (quota-paced, with the burst
+// tolerance). The send log (a zset of when the last calls left) keeps any n+1 of them
+// at least span apart: a turn is no earlier than the n-th latest entry plus span. Since
+// every entry in a span is in the log, any window of length span holds at most n.
+//
+// KEYS: gcra, leases, cooldown, probe, quota, sent.
+// ARGV: lease id, max in flight (0 = no cap), lease TTL µs, rate (calls/s, 0 = no rate
 // limit), burst tolerance µs, quota (0 = none), quota period µs, quota anchor µs,
-// concurrency poll µs, probe poll µs, reservation horizon µs.
+// concurrency poll µs, probe poll µs, reservation horizon µs, n (0 = no log), span µs.
 // Returns {code, wait µs, now µs, probe 0|1}. For a grant, wait is how long the caller
 // sleeps before its call (its reserved turn, at most the horizon ahead).
 var budgetAcquireScript = redis.NewScript(budgetLuaNow + `
@@ -85,6 +91,7 @@ end
 local tat = now
 local goat = now
 local ratewait = 0
+local logn, span = tonumber(ARGV[12]), tonumber(ARGV[13])
 if pace > 0 then
   local g = redis.call('GET', KEYS[1])
   if g then tat = math.max(tonumber(g), now) end
@@ -92,6 +99,11 @@ if pace > 0 then
   -- granted up to the horizon (ARGV[11]) before that moment: the caller sleeps until goat, so the
   -- round trip to Redis is not part of the schedule.
   goat = math.max(now, tat - tol)
+  if logn > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. fmt(now - 2 * span))
+    local e = redis.call('ZREVRANGE', KEYS[6], logn - 1, logn - 1, 'WITHSCORES')
+    if e[2] then goat = math.max(goat, tonumber(e[2]) + span) end
+  end
   if goat - now > tonumber(ARGV[11]) then ratewait = goat - tonumber(ARGV[11]) - now end
 end
 
@@ -102,8 +114,14 @@ end
 if ratewait > 0 then return {1, math.ceil(ratewait), now, 0} end
 
 if pace > 0 then
+  -- The GCRA's schedule does not follow a turn the log put later (a late call moved
+  -- there): the calls after it keep their own turns rather than queue behind it.
   local newtat = tat + 1000000 / pace
   redis.call('SET', KEYS[1], fmt(newtat), 'PX', math.ceil((newtat - now) / 1000) + 1000)
+  if logn > 0 then
+    redis.call('ZADD', KEYS[6], fmt(goat), id)
+    redis.call('PEXPIRE', KEYS[6], math.ceil(2 * span / 1000) + 1000)
+  end
 end
 redis.call('ZADD', KEYS[2], fmt(now + ttl), id)
 if quota > 0 then
@@ -114,6 +132,48 @@ if probe == 1 then
   redis.call('SET', KEYS[4], id, 'PX', math.ceil(ttl / 1000))
 end
 return {0, math.floor(goat - now), now, probe}
+`)
+
+// budgetMoveScript moves a late lease's entry in the send log to at = now + delay (the
+// caller sleeps until then, so that the call leaves when the log says, whatever the
+// answer's trip took), if at is at most max late after the old turn and the log still
+// keeps any n+1 entries at least span apart with the entry there: for every run of n+1
+// consecutive entries containing at, made of the m lowest entries above at and the n−m
+// highest at or below it (m = 0, 1, …), the run's last minus its first is at least
+// span. Entries before at − span are in no such run.
+//
+// Otherwise the turn is given up: its entry is removed and the GCRA gets its interval
+// back, so the next turn comes that much sooner and the rate is not lost.
+//
+// KEYS: sent, gcra. ARGV: lease id, n, span µs, max late µs, GCRA interval µs, delay µs.
+// Returns {1 moved | 0 given up, now µs, at µs}.
+var budgetMoveScript = redis.NewScript(budgetLuaNow + `
+local id = ARGV[1]
+local n, span = tonumber(ARGV[2]), tonumber(ARGV[3])
+local at = now + tonumber(ARGV[6])
+local old = redis.call('ZSCORE', KEYS[1], id)
+if not old then return {0, now, at} end
+redis.call('ZREM', KEYS[1], id)
+local function giveup()
+  local tat = redis.call('GET', KEYS[2])
+  if tat then redis.call('SET', KEYS[2], fmt(tonumber(tat) - tonumber(ARGV[5])), 'KEEPTTL') end
+  return {0, now, at}
+end
+if at - tonumber(old) > tonumber(ARGV[4]) then return giveup() end
+local above = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(at), '+inf', 'WITHSCORES', 'LIMIT', 0, n - 1)
+local a = #above / 2
+-- the (n-a)-th to the n-th highest at or below at, highest first
+local below = redis.call('ZREVRANGEBYSCORE', KEYS[1], fmt(at), '-inf', 'WITHSCORES', 'LIMIT', n - 1 - a, a + 1)
+for m = 0, a do
+  local j = a - m + 1 -- below[j] is the (n-m)-th highest at or below at
+  if below[2 * j] then
+    local last = at
+    if m > 0 then last = tonumber(above[2 * m]) end
+    if last - tonumber(below[2 * j]) < span then return giveup() end
+  end
+end
+redis.call('ZADD', KEYS[1], fmt(at), id)
+return {1, now, at}
 `)
 
 // budgetReleaseScript frees a lease and applies the call's outcome to the cooldown.

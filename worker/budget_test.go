@@ -147,12 +147,101 @@ func TestBudgetRateNeverExceedsLimit(t *testing.T) {
 					t.Errorf("window %v: %d admissions, want < %.2f", w, got, bound)
 				}
 			}
-			// The contract: never more than Rate in any 1-second window.
-			if got := budgetMaxInWindow(times, time.Second); float64(got) > tc.rate {
-				t.Errorf("1s window: %d admissions, want ≤ %v", got, tc.rate)
+			// The contract: never more than Rate in any 1-second window, even with the
+			// headroom added to it (the send log's promise).
+			if got := budgetMaxInWindow(times, time.Second+budgetDefaultHeadroom); float64(got) > tc.rate {
+				t.Errorf("1.008s window: %d admissions, want ≤ %v", got, tc.rate)
 			}
 		})
 	}
+}
+
+// A caller that wakes late moves its turn in the send log to the moment it leaves, when
+// every span still holds at most n calls with it there, and gives the turn up otherwise.
+func TestBudgetLateTurnMoves(t *testing.T) {
+	// 20/s counted over 100 ms: n = 2 calls in any span of 100 ms + 5 ms headroom.
+	bb := budgetSetup(t, BudgetConfig{Rate: 20, Window: 100 * time.Millisecond, Headroom: 5 * time.Millisecond})
+	b := bb.a
+	require.EqualValues(t, 2, b.logN)
+	require.Equal(t, 105*time.Millisecond, b.logSpan)
+	ms := int64(time.Millisecond / time.Microsecond)
+
+	// Through Acquire: the lease's entry is its turn; a move puts it at Redis's now.
+	l, err := b.Acquire(bb.ctx)
+	require.NoError(t, err)
+	score := func(id string) (float64, error) { return bb.rdb.ZScore(bb.ctx, budgetKeySent, id).Result() }
+	got, err := score(l.id)
+	require.NoError(t, err)
+	require.Equal(t, float64(l.AdmittedAt().UnixMicro()), got)
+	before := l.AdmittedAt()
+	time.Sleep(10 * time.Millisecond)
+	ok, err := b.move(bb.ctx, l, b.localTime(before))
+	require.NoError(t, err)
+	if ok { // false only when the answer took over 1 ms to come back, three times
+		require.GreaterOrEqual(t, l.AdmittedAt().Sub(before), 10*time.Millisecond)
+		got, err = score(l.id)
+		require.NoError(t, err)
+		require.Equal(t, float64(l.AdmittedAt().UnixMicro()), got)
+	}
+
+	// A call whose request left 20 ms after its turn (stalled after Acquire) is
+	// re-recorded then, in the background; an earlier report changes nothing.
+	l2, err := b.Acquire(bb.ctx)
+	require.NoError(t, err)
+	require.True(t, l2.Logged())
+	turn := b.localTime(l2.AdmittedAt())
+	l2.Sent(turn.Add(20 * time.Millisecond))
+	l2.Sent(turn.Add(5 * time.Millisecond))
+	want := float64(l2.AdmittedAt().Add(20 * time.Millisecond).UnixMicro())
+	budgetEventually(t, 2*time.Second, "the late departure in the send log", func() bool {
+		got, err := score(l2.id)
+		return err == nil && got == want
+	})
+	require.NoError(t, l2.Release(bb.ctx, OutcomeOK))
+
+	// The script: entries a (60 ms ago), late (its turn, 10 ms ago), ahead (in 30 ms).
+	// The GCRA's next turn is 1 s away, so that a refund shows.
+	const gcraAt = 1_000_000_000
+	move := func(entries map[string]int64) int64 {
+		t.Helper()
+		now, err := bb.rdb.Time(bb.ctx).Result()
+		require.NoError(t, err)
+		require.NoError(t, bb.rdb.Del(bb.ctx, budgetKeySent).Err())
+		for id, off := range entries {
+			require.NoError(t, bb.rdb.ZAdd(bb.ctx, budgetKeySent, redis.Z{Score: float64(now.UnixMicro() + off), Member: id}).Err())
+		}
+		require.NoError(t, bb.rdb.Set(bb.ctx, budgetKeyGCRA, now.UnixMicro()+gcraAt, time.Minute).Err())
+		v, err := budgetMoveScript.Run(bb.ctx, bb.rdb, []string{budgetKeySent, budgetKeyGCRA}, "late",
+			b.logN, b.logSpan.Microseconds(), 100*ms, 50*ms, 0).Int64Slice()
+		require.NoError(t, err)
+		return v[0]
+	}
+	refunded := func() bool {
+		t.Helper()
+		now, err := bb.rdb.Time(bb.ctx).Result()
+		require.NoError(t, err)
+		tat, err := bb.rdb.Get(bb.ctx, budgetKeyGCRA).Float64()
+		require.NoError(t, err)
+		return tat-float64(now.UnixMicro()) < float64(gcraAt-40*ms)
+	}
+	// a, late at now and ahead would be three calls in 90 ms: refused, the turn given up
+	// and its GCRA interval (50 ms) given back.
+	require.EqualValues(t, 0, move(map[string]int64{"a": -60 * ms, "late": -10 * ms, "ahead": 30 * ms}))
+	_, err = score("late")
+	require.ErrorIs(t, err, redis.Nil, "a turn that cannot move is given up")
+	require.True(t, refunded(), "a given-up turn returns its interval to the GCRA")
+	// More than max late (100 ms): given up.
+	require.EqualValues(t, 0, move(map[string]int64{"late": -150 * ms}))
+	require.True(t, refunded())
+	// Without the call ahead: two calls (a, late) in the span, moved.
+	require.EqualValues(t, 1, move(map[string]int64{"a": -60 * ms, "late": -10 * ms}))
+	require.False(t, refunded(), "a moved turn keeps the GCRA's schedule")
+	// The call ahead but a gone from the span: moved.
+	require.EqualValues(t, 1, move(map[string]int64{"a": -200 * ms, "late": -10 * ms, "ahead": 30 * ms}))
+	// Two calls already in the span before now: refused.
+	require.EqualValues(t, 0, move(map[string]int64{"a": -60 * ms, "b": -30 * ms, "late": -10 * ms}))
+	// A turn that is not in the log (expired, or given up): not moved.
+	require.EqualValues(t, 0, move(map[string]int64{"a": -60 * ms}))
 }
 
 func TestBudgetMaxInFlightAcrossProcesses(t *testing.T) {
@@ -486,9 +575,15 @@ func TestBudgetPacing(t *testing.T) {
 			want: 200 / 1.008},
 		{desc: "no headroom, burst 1: exactly the rate",
 			p: budgetPacing{Rate: 200, Window: time.Second, Burst: 1}, want: 200},
-		{desc: "each unit of burst costs one call per window",
+		{desc: "burst costs nothing: the send log caps every window",
 			p:    budgetPacing{Rate: 200, Window: time.Second, Burst: 11, Headroom: 5 * time.Millisecond},
-			want: 190 / 1.005},
+			want: 200 / 1.005},
+		{desc: "not a whole number of calls per window: the whole part",
+			p:    budgetPacing{Rate: 1.5, Window: time.Second, Burst: 1, Headroom: 5 * time.Millisecond},
+			want: 1 / 1.005},
+		{desc: "less than one call per window: one per 1/Rate",
+			p:    budgetPacing{Rate: 0.5, Window: time.Second, Burst: 1, Headroom: 5 * time.Millisecond},
+			want: 1 / 2.005},
 		{desc: "per-minute limit",
 			p:    budgetPacing{Rate: 0.5, Window: time.Minute, Burst: 1, Headroom: 5 * time.Millisecond},
 			want: 30 / 60.005},
@@ -529,7 +624,7 @@ func TestBudgetTolerance(t *testing.T) {
 	}{
 		{desc: "burst 1: none", p: budgetPacing{Rate: 200, Window: time.Second, Burst: 1, Headroom: 5 * time.Millisecond},
 			want: 0},
-		{desc: "burst 3 at 100/s, no headroom: two intervals", p: budgetPacing{Rate: 102, Window: time.Second, Burst: 3},
+		{desc: "burst 3 at 100/s: two intervals at the rate", p: budgetPacing{Rate: 100, Window: time.Second, Burst: 3, Headroom: 5 * time.Millisecond},
 			want: 20 * time.Millisecond},
 		{desc: "no rate", p: budgetPacing{Window: time.Second, Burst: 5, Headroom: time.Millisecond}, want: 0},
 	} {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"path"
 	"time"
 
@@ -185,7 +186,11 @@ func (w *Worker) call(ctx context.Context, tk *task, s kairos.Selfie) (*kairos.R
 		// Fail safe: no budget, no call. Not the selfie's fault.
 		return nil, &notFailure{err: fmt.Errorf("acquire API budget: %w", err), delay: w.cfg.Retry.Base}
 	}
-	res, err := w.cfg.Kairos.Verify(ctx, s, tk.rec.Threshold)
+	callCtx := ctx
+	if lease.Logged() {
+		callCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { lease.Sent(time.Now()) }})
+	}
+	res, err := w.cfg.Kairos.Verify(callCtx, s, tk.rec.Threshold)
 	outcome := OutcomeOther
 	switch {
 	case err == nil:

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -120,23 +122,41 @@ func (b *bench) budgetVariant(ctx context.Context, name string, db int, localRat
 		}
 	}
 	t0 := time.Now()
-	if err := sleepUntil(ctx, t0.Add(f.budgetKillAt)); err != nil {
-		return out, err
+	// Admitted per second of the run, written to the log directory: where a rate was lost.
+	ok := func(s kairostest.Stats) float64 { return float64(s.Count(200) + s.InFlight) }
+	timeline := fmt.Sprintf("second admitted (the %s budget run; kill at %v)\n", name, f.budgetKillAt)
+	last, at := s0, t0
+	sampleUntil := func(end time.Time) (kairostest.Stats, error) {
+		for at.Before(end) {
+			if at = at.Add(time.Second); at.After(end) {
+				at = end
+			}
+			if err := sleepUntil(ctx, at); err != nil {
+				return last, err
+			}
+			s, err := emu.stats(ctx)
+			if err != nil {
+				return last, err
+			}
+			timeline += fmt.Sprintf("%6.1f %4.0f\n", at.Sub(t0).Seconds(), ok(s)-ok(last))
+			last = s
+		}
+		return last, nil
 	}
-	s1, err := emu.stats(ctx)
+	s1, err := sampleUntil(t0.Add(f.budgetKillAt))
 	if err != nil {
 		return out, err
 	}
 	tk := time.Now()
 	workers[0].kill()
-	if err := sleepUntil(ctx, t0.Add(f.budgetDuration)); err != nil {
-		return out, err
-	}
-	s2, err := emu.stats(ctx)
+	s2, err := sampleUntil(t0.Add(f.budgetDuration))
 	if err != nil {
 		return out, err
 	}
 	te := time.Now()
+	if err := os.WriteFile(filepath.Join(b.logDir, "budget-"+name+"-timeline.txt"), []byte(timeline), 0o644); err != nil {
+		return out, err
+	}
 	for _, w := range workers[1:] {
 		if w.exited() {
 			return out, fmt.Errorf("%s exited during the run (log: %s)%s", w.name, w.log, w.logTail())
@@ -144,7 +164,6 @@ func (b *bench) budgetVariant(ctx context.Context, name string, db int, localRat
 	}
 	// Admitted: counted when the API admits the call, as its limit counts it (answered 200,
 	// or admitted and not yet answered), not when the answer comes back a latency later.
-	ok := func(s kairostest.Stats) float64 { return float64(s.Count(200) + s.InFlight) }
 	out.rate = (ok(s2) - ok(s0)) / te.Sub(t0).Seconds()
 	out.after = (ok(s2) - ok(s1)) / te.Sub(tk).Seconds()
 	out.total, out.denied = s2.Total, s2.LimitDenials

@@ -31,7 +31,7 @@ var (
 	budgetInFlightDesc    = budgetDesc("in_flight_leases", "API calls in flight across all workers (leases held).")
 	budgetMaxInFlightDesc = budgetDesc("max_in_flight", "Configured cap on API calls in flight; 0 = none.")
 	budgetRateDesc        = budgetDesc("rate", "Configured API usage limit, calls/s; 0 = none.")
-	budgetPaceRateDesc    = budgetDesc("pace_rate", "Rate the budget admits calls at now (after burst, headroom and quota pacing), calls/s; 0 = unlimited or quota used up.")
+	budgetPaceRateDesc    = budgetDesc("pace_rate", "Rate the budget admits calls at now (after headroom and quota pacing), calls/s; 0 = unlimited or quota used up.")
 	budgetCoolingDesc     = budgetDesc("cooling", "1 while a usage-limit (403) cooldown is open, else 0.")
 	budgetCooldownDesc    = budgetDesc("cooldown_until_seconds", "Unix time the current cooldown ends; 0 when none.")
 	budgetPausedDesc      = budgetDesc("paused", "1 when persistent 403s paused the queue, else 0.")
@@ -44,6 +44,7 @@ var (
 	budgetCooldownsDesc   = budgetDesc("cooldowns_opened_total", "Cooldowns this process opened or doubled.")
 	budgetUnavailDesc     = budgetDesc("unavailable_total", "Budget calls of this process that failed because Redis was unreachable.")
 	budgetLostDesc        = budgetDesc("leases_lost_total", "Leases of this process found expired by the heartbeat.")
+	budgetMovedDesc       = budgetDesc("turns_moved_total", "Turns of this process re-recorded at the moment their call left (the caller woke late).")
 )
 
 // Describe sends every series' descriptor.
@@ -51,7 +52,7 @@ func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{budgetUpDesc, budgetInFlightDesc, budgetMaxInFlightDesc, budgetRateDesc,
 		budgetPaceRateDesc, budgetCoolingDesc, budgetCooldownDesc, budgetPausedDesc, budgetQuotaDesc,
 		budgetQuotaLeftDesc, budgetQuotaUsedDesc, budgetAdmittedDesc, budgetDeniedDesc, budgetLimitedDesc,
-		budgetCooldownsDesc, budgetUnavailDesc, budgetLostDesc} {
+		budgetCooldownsDesc, budgetUnavailDesc, budgetLostDesc, budgetMovedDesc} {
 		ch <- d
 	}
 }
@@ -76,6 +77,7 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(budgetCooldownsDesc, st.CooldownsOpened.Load())
 	counter(budgetUnavailDesc, st.Unavailable.Load())
 	counter(budgetLostDesc, st.LeasesLost.Load())
+	counter(budgetMovedDesc, st.Moved.Load())
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
