@@ -131,8 +131,9 @@ func TestBenchImages(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 400, c.Width)
 	}
-	require.Equal(t, "enq/a/009/009999.jpg", enqueueKeys(100000).key(9999))
-	require.Equal(t, "enq/b/010/010000.jpg", enqueueKeys(100000).key(10000))
+	require.Equal(t, "enq/100000/a/009/009999.jpg", enqueueKeys(100000).key(9999))
+	require.Equal(t, "enq/20000/a/009/009999.jpg", enqueueKeys(20000).key(9999), "a prefix per size")
+	require.Equal(t, "enq/100000/b/010/010000.jpg", enqueueKeys(100000).key(10000))
 }
 
 // TestBenchSmoke runs `livenessq bench` end to end at tiny sizes, on the redis-server and

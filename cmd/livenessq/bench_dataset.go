@@ -35,8 +35,6 @@ const (
 	benchPrefix100K   = "s100k/"
 	benchPrefixSmall  = "s5k/"
 	benchPrefix5M     = "s5m/"
-	benchPrefixEnq    = "enq/"
-	benchPrefixEnqA   = "enq/a/" // the first 10,000 keys of enq/
 	benchMarkerPrefix = "_bench/"
 )
 
@@ -79,18 +77,25 @@ func selfies5M(n int) benchSet {
 	}
 }
 
+// benchPrefixEnq is where the enqueue scenario's n keys are: a prefix per n, so that a
+// smaller run in a reused data directory does not list a bigger one's keys too.
+func benchPrefixEnq(n int) string { return fmt.Sprintf("enq/%d/", n) }
+
+// benchPrefixEnqA holds the first 10,000 keys of benchPrefixEnq(n).
+func benchPrefixEnqA(n int) string { return benchPrefixEnq(n) + "a/" }
+
 // enqueueKeys is the set of n one-byte objects the enqueue scenario lists: the first
-// 10,000 under enq/a/, the rest under enq/b/, 1,000 per "directory".
+// 10,000 under benchPrefixEnqA(n), the rest under …/b/, 1,000 per "directory".
 func enqueueKeys(n int) benchSet {
 	return benchSet{
-		name: "enq",
+		name: "enq-sized", // the marker of the layout with a prefix per n
 		n:    n,
 		key: func(i int) string {
 			part := "a"
 			if i >= 10000 {
 				part = "b"
 			}
-			return fmt.Sprintf("%s%s/%03d/%06d.jpg", benchPrefixEnq, part, i/1000, i)
+			return fmt.Sprintf("%s%s/%03d/%06d.jpg", benchPrefixEnq(n), part, i/1000, i)
 		},
 		body:   func(int) []byte { return []byte{'x'} },
 		approx: 1,

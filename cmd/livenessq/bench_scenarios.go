@@ -479,23 +479,23 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 		return r, rdb.FlushDB(ctx).Err()
 	}
 	small := 10000
-	cSmall, err := run("client", benchPrefixEnqA, small)
+	cSmall, err := run("client", benchPrefixEnqA(n), small)
 	if err != nil {
 		return err
 	}
-	cBig, err := run("client", benchPrefixEnq, n)
+	cBig, err := run("client", benchPrefixEnq(n), n)
 	if err != nil {
 		return err
 	}
-	lSmall, err := run("loop", benchPrefixEnqA, small)
+	lSmall, err := run("loop", benchPrefixEnqA(n), small)
 	if err != nil {
 		return err
 	}
-	lBig, err := run("loop", benchPrefixEnq, n)
+	lBig, err := run("loop", benchPrefixEnq(n), n)
 	if err != nil {
 		return err
 	}
-	kBig, err := run("client-listed", benchPrefixEnq, n)
+	kBig, err := run("client-listed", benchPrefixEnq(n), n)
 	if err != nil {
 		return err
 	}
