@@ -82,9 +82,9 @@ type BudgetConfig struct {
 	// jitter, a busy machine) without a window going over the limit. It costs
 	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
 	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
-	// delay; one that wakes more than min(1 ms, Headroom/4) late first re-records its
-	// turn at the moment it leaves (one more round trip, for that call only). Default
-	// 8 ms.
+	// delay; one that wakes more than min(1 ms, Headroom/4) late first moves its turn
+	// in Redis to a moment later and leaves then (one more round trip, for that call
+	// only). Default 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
@@ -149,14 +149,14 @@ const (
 	budgetDefaultQuotaPeriod = 24 * time.Hour
 	budgetDefaultJitter      = 5 * time.Millisecond
 
-	budgetReserveAhead   = 20 * time.Millisecond // how far ahead of its turn a caller may be granted it
-	budgetLateMove       = time.Millisecond      // a caller later than this (or Headroom/4) re-records its turn
-	budgetMaxLate        = 250 * time.Millisecond
-	budgetMoveTries      = 3
-	budgetClearFor       = 50 * time.Millisecond // how long an unconstrained budget trusts "no cooldown"
-	budgetPreciseSleep   = 2 * time.Millisecond  // the end of a wait for a turn slept with sleepPrecisely
-	budgetConcPoll       = 2 * time.Millisecond  // re-check interval while MaxInFlight leases are held
-	budgetProbePoll      = 25 * time.Millisecond // re-check interval while another caller probes
+	budgetReserveAhead   = 20 * time.Millisecond  // how far ahead of its turn a caller may be granted it
+	budgetLateMove       = time.Millisecond       // a caller later than this (or Headroom/4) re-records its turn
+	budgetMaxLate        = 250 * time.Millisecond // a turn later than this is given up, not moved
+	budgetMoveTries      = 3                      // moves of one turn before it is given up
+	budgetClearFor       = 50 * time.Millisecond  // how long an unconstrained budget trusts "no cooldown"
+	budgetPreciseSleep   = 2 * time.Millisecond   // the end of a wait for a turn slept with sleepPrecisely
+	budgetConcPoll       = 2 * time.Millisecond   // re-check interval while MaxInFlight leases are held
+	budgetProbePoll      = 25 * time.Millisecond  // re-check interval while another caller probes
 	budgetMaxSleep       = 250 * time.Millisecond
 	budgetEvalTimeout    = 5 * time.Second
 	budgetReleaseTimeout = 5 * time.Second
@@ -536,9 +536,10 @@ func (l *Lease) AdmittedAt() time.Time { return l.admittedAt }
 func (l *Lease) Logged() bool { return !l.local && !l.probe && l.b.logN > 0 }
 
 // Sent tells the budget when the call's request left (its headers were written). If
-// that was more than a millisecond after the turn (the process stalled between the
-// two), the send log learns it in the background, so that the calls a window after
-// it keep their distance. Calls after the first that are not later are no-ops.
+// that was later after the turn than a caller may wake (1 ms by default: the process
+// stalled between the two), the send log learns it in the background, so that the
+// calls a window after it keep their distance. Calls after the first that are not
+// later are no-ops.
 func (l *Lease) Sent(at time.Time) {
 	b := l.b
 	if !l.Logged() {
