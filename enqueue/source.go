@@ -129,9 +129,14 @@ func KeysReader(r io.Reader) Source {
 // last one is enqueued.
 const prefixReadAhead = 2048
 
-// Prefix returns a Source over the keys of b that start with prefix ("" for all), as the
-// listing streams them page by page. The listing runs ahead of the consumer by at most
-// a couple of pages, so that listing and enqueueing overlap and memory stays flat for
+// prefixListings is how many listings Prefix runs at once over the sub-prefixes of a
+// tree of keys (storage.Bucket.ListParallel).
+const prefixListings = 8
+
+// Prefix returns a Source over the keys of b that start with prefix ("" for all), in
+// order, as the listing streams them page by page; the "directories" below prefix are
+// listed up to prefixListings at a time. The listing runs ahead of the consumer by at
+// most a few pages, so that listing and enqueueing overlap and memory stays flat for
 // millions of keys. Keys starting with any of skip (e.g. the "results/" prefix when
 // results are written to the same bucket) and directory markers (keys ending in "/")
 // are left out. Line is the position of the key among those yielded, from 1. A listing
@@ -151,7 +156,7 @@ func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...strin
 		go func() {
 			defer close(ch)
 		keys:
-			for a, err := range b.List(lctx, prefix) {
+			for a, err := range b.ListParallel(lctx, prefix, prefixListings) {
 				var l listed
 				switch {
 				case err != nil:

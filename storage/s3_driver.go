@@ -711,13 +711,51 @@ func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes
 			}
 			fetch()
 			for _, o := range r.page.Contents {
-				a := Attributes{
-					Key:     aws.ToString(o.Key),
-					Size:    aws.ToInt64(o.Size),
-					ETag:    strings.Trim(aws.ToString(o.ETag), `"`),
-					ModTime: aws.ToTime(o.LastModified).UTC(),
+				if !yield(listedAttributes(o), nil) {
+					return
 				}
-				if !yield(a, nil) {
+			}
+		}
+	}
+}
+
+// listedAttributes returns the attributes a listing gives of an object.
+func listedAttributes(o types.Object) Attributes {
+	return Attributes{
+		Key:     aws.ToString(o.Key),
+		Size:    aws.ToInt64(o.Size),
+		ETag:    strings.Trim(aws.ToString(o.ETag), `"`),
+		ModTime: aws.ToTime(o.LastModified).UTC(),
+	}
+}
+
+// listLevel lists one level under prefix with the '/' delimiter: the objects directly
+// under it and its sub-prefixes, merged in key order page by page (each page of S3's
+// answer covers a contiguous range of keys).
+func (d *s3Driver) listLevel(ctx context.Context, prefix string) iter.Seq2[levelEntry, error] {
+	return func(yield func(levelEntry, error) bool) {
+		in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize), Delimiter: aws.String("/")}
+		if prefix != "" {
+			in.Prefix = aws.String(prefix)
+		}
+		pages := s3.NewListObjectsV2Paginator(d.client, in)
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				yield(levelEntry{}, d.translate(ctx, "list prefix", prefix, err))
+				return
+			}
+			objs, subs := page.Contents, page.CommonPrefixes
+			for len(objs) > 0 || len(subs) > 0 {
+				var e levelEntry
+				if len(subs) == 0 || (len(objs) > 0 && aws.ToString(objs[0].Key) < aws.ToString(subs[0].Prefix)) {
+					e.Attributes = listedAttributes(objs[0])
+					objs = objs[1:]
+				} else {
+					e.Prefix = aws.ToString(subs[0].Prefix)
+					subs = subs[1:]
+				}
+				if !yield(e, nil) {
 					return
 				}
 			}

@@ -58,6 +58,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) *storage.Bucket) {
 		{name: "MaxBytes", fn: testMaxBytes},
 		{name: "List2500", fn: testList2500},
 		{name: "ListEdges", fn: testListEdges},
+		{name: "ListParallel", fn: testListParallel},
 		{name: "Keys", fn: testKeys},
 		{name: "InvalidKey", fn: testInvalidKey},
 		{name: "Delete", fn: testDelete},
@@ -357,6 +358,70 @@ func testListEdges(t *testing.T, b *storage.Bucket) {
 	require.Equal(t, []string{"a/c-d", "a/c/d"}, listKeys(t, b, "a/c"))
 	require.Equal(t, []string{"a/c/d"}, listKeys(t, b, "a/c/"))
 	require.Empty(t, listKeys(t, b, "a/c/d/"))
+}
+
+// testListParallel checks that ListParallel gives exactly what List gives, in the same
+// order, for a tree with objects at every level, names that sort around '/', flat and
+// deep "directories", from a view too; and that it stops cleanly.
+func testListParallel(t *testing.T, b *storage.Bucket) {
+	keys := []string{"t/a-b", "t/a.b", "t/a/b", "t/a/c/d", "t/a/c-d", "t/a/c/e/f/g.jpg", "t/a0", "t-x", "u",
+		"t/f/g/h/i/j.jpg", "t/f/g/h.jpg", "t/f/g0"}
+	for d := range 12 {
+		for k := range 30 {
+			keys = append(keys, fmt.Sprintf("t/d/%02d/%03d.jpg", d, k))
+		}
+		keys = append(keys, fmt.Sprintf("t/d/%02d.jpg", d))
+	}
+	for k := range 1100 { // more than a page
+		keys = append(keys, fmt.Sprintf("t/flat/%04d.jpg", k))
+	}
+	putMany(t, b, keys)
+	collect := func(seq func(func(storage.Attributes, error) bool)) []string {
+		t.Helper()
+		var got []string
+		for a, err := range seq {
+			require.NoError(t, err)
+			got = append(got, a.Key)
+		}
+		return got
+	}
+	ctx := context.Background()
+	for _, prefix := range []string{"", "t/", "t/a", "t/d/", "t/d/03/", "t/flat/", "nothing/"} {
+		want := collect(b.List(ctx, prefix))
+		for _, parallel := range []int{1, 2, 4, 16} {
+			got := collect(b.ListParallel(ctx, prefix, parallel))
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("ListParallel(%q, %d) differs from List (-List +ListParallel):\n%s", prefix, parallel, diff)
+			}
+		}
+	}
+	sub := b.Sub("t")
+	require.Equal(t, collect(sub.List(ctx, "d/")), collect(sub.ListParallel(ctx, "d/", 4)))
+
+	// Stopping early, with listings still running ahead, ends them (goleak checks).
+	var first []string
+	for a, err := range b.ListParallel(ctx, "t/", 8) {
+		require.NoError(t, err)
+		if first = append(first, a.Key); len(first) == 50 {
+			break
+		}
+	}
+	require.Equal(t, collect(b.List(ctx, "t/"))[:50], first)
+	// A context ended midway is an error.
+	cctx, cancel := context.WithCancel(ctx)
+	n := 0
+	var lerr error
+	for _, err := range b.ListParallel(cctx, "t/", 8) {
+		if err != nil {
+			lerr = err
+			break
+		}
+		if n++; n == 20 {
+			cancel()
+		}
+	}
+	cancel()
+	require.ErrorIs(t, lerr, context.Canceled)
 }
 
 func testKeys(t *testing.T, b *storage.Bucket) {
