@@ -82,9 +82,9 @@ type BudgetConfig struct {
 	// jitter, a busy machine) without a window going over the limit. It costs
 	// Headroom/Window of the rate (0.8% by default). A caller is granted its turn
 	// shortly ahead and sleeps until it, so the round trip to Redis is not part of that
-	// delay; one that wakes more than min(1 ms, Headroom/4) late first moves its turn
-	// in Redis to a moment later and leaves then (one more round trip, for that call
-	// only). Default 8 ms.
+	// delay. One that wakes up to Headroom/2 late goes, and [Lease.Sent] tells Redis
+	// when it left; later than that, it first moves its turn in Redis to a moment
+	// later and leaves then (one more round trip, for that call only). Default 8 ms.
 	Headroom time.Duration
 
 	// MaxInFlight caps the API calls in flight across all processes; 0 (the default)
@@ -297,7 +297,7 @@ type BudgetStats struct {
 	DeniedConcurrency atomic.Int64 // attempts refused because MaxInFlight leases were held
 	DeniedCooldown    atomic.Int64 // attempts refused by an open cooldown or a running probe
 	DeniedQuota       atomic.Int64 // attempts refused because the period's quota was used up
-	Moved             atomic.Int64 // turns re-recorded at the moment the call left (its caller woke late)
+	Moved             atomic.Int64 // turns re-recorded at the moment the call left (it left late)
 	Late              atomic.Int64 // turns given up: woken too late to re-record them safely
 	UsageLimited      atomic.Int64 // leases released with OutcomeUsageLimited
 	CooldownsOpened   atomic.Int64 // cooldowns this process opened or doubled
@@ -625,6 +625,9 @@ type budgetAttempt struct {
 // few milliseconds ahead; Acquire returns at that turn, so that the call leaves on
 // schedule whatever the round trip to Redis took.
 //
+// The caller reports when its request leaves with [Lease.Sent]: a call that leaves
+// late is recorded then, so that the calls after it keep their distance.
+//
 // It returns ctx's error when ctx ends first, and an error wrapping
 // ErrBudgetUnavailable, at once, when Redis cannot be reached: no lease, no call.
 func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
@@ -647,9 +650,11 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 		}
 		sleepPrecisely(time.Until(turn))
 		// A call leaving after its turn (a busy machine) could crowd the calls after
-		// it into one window: the log learns when it really leaves, or, when that is
-		// no longer safe, the turn is given up, costing rate, never a 403.
-		if b.logN > 0 && !l.probe && time.Since(turn) > b.lateMove() {
+		// it into one window. A little late (up to Headroom/2), it goes, and the
+		// caller's Sent tells the log when it left; later, the log learns it first,
+		// or, when that is no longer safe, the turn is given up, costing rate, never
+		// a 403.
+		if b.logN > 0 && !l.probe && time.Since(turn) > b.cfg.Headroom/2 {
 			ok, err := b.move(ctx, l, turn)
 			if err != nil {
 				_ = l.Release(ctx, OutcomeOther)

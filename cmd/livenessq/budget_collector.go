@@ -44,7 +44,7 @@ var (
 	budgetCooldownsDesc   = budgetDesc("cooldowns_opened_total", "Cooldowns this process opened or doubled.")
 	budgetUnavailDesc     = budgetDesc("unavailable_total", "Budget calls of this process that failed because Redis was unreachable.")
 	budgetLostDesc        = budgetDesc("leases_lost_total", "Leases of this process found expired by the heartbeat.")
-	budgetMovedDesc       = budgetDesc("turns_moved_total", "Turns of this process re-recorded at the moment their call left (the caller woke late).")
+	budgetMovedDesc       = budgetDesc("turns_moved_total", "Turns of this process re-recorded at the moment their call left (it left late).")
 )
 
 // Describe sends every series' descriptor.
