@@ -61,8 +61,8 @@ type BudgetConfig struct {
 
 	// Rate is the API's usage limit in calls per second across all workers; 0 (the
 	// default) means no rate limit. Calls leave at most N = ⌊Rate×Window⌋ (at least 1)
-	// to any window of length Window + Headroom, and never faster than Rate (a GCRA
-	// with Burst).
+	// to any window of length Window + Headroom, spaced at 1/Rate by a GCRA with Burst
+	// (a call that leaves late, from a busy host, may fall closer to the next).
 	//
 	// That holds at the API, whose clock counts a call when it arrives, as long as the
 	// trips to it differ by less than Headroom. Redis keeps the moment each of the last

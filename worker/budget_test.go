@@ -138,13 +138,16 @@ func TestBudgetRateNeverExceedsLimit(t *testing.T) {
 			// Not a speed assertion: a guard against a vacuous pass (a busy machine wakes
 			// waiters late, which costs rate, never correctness).
 			require.GreaterOrEqual(t, float64(len(times)), pace*run.Seconds()/4, "the limiter admitted almost nothing")
+			// The spacing: fewer than pace×(w+headroom) + burst in any window, plus one for
+			// each turn moved because its caller woke late (it leaves when it can, which
+			// may be next to another call).
+			moved := bb.a.Stats().Moved.Load() + bb.b.Stats().Moved.Load()
 			for _, w := range []time.Duration{time.Microsecond, time.Millisecond, 10 * time.Millisecond,
 				100 * time.Millisecond, 333 * time.Millisecond, time.Second, 1200 * time.Millisecond} {
 				got := budgetMaxInWindow(times, w)
-				// The GCRA's promise: fewer than pace×(w+headroom) + burst in any window.
-				bound := pace*(w+budgetDefaultHeadroom).Seconds() + float64(tc.burst)
+				bound := pace*(w+budgetDefaultHeadroom).Seconds() + float64(tc.burst) + float64(moved)
 				if float64(got) >= bound {
-					t.Errorf("window %v: %d admissions, want < %.2f", w, got, bound)
+					t.Errorf("window %v: %d admissions, want < %.2f (%d turns moved)", w, got, bound, moved)
 				}
 			}
 			// The contract: never more than Rate in any 1-second window, even with the
