@@ -138,15 +138,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, opts *PutOpti
 // empty in listings.
 func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[Attributes, error] {
 	return func(yield func(Attributes, error) bool) {
-		full := b.prefix + prefix
-		if prefix != "" {
-			if err := checkKey(prefix); err != nil {
-				yield(Attributes{}, fmt.Errorf("storage: list prefix %q: %w", prefix, err))
-				return
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			yield(Attributes{}, fmt.Errorf("storage: list prefix %q: %w", full, err))
+		full, err := b.listPrefix(ctx, prefix)
+		if err != nil {
+			yield(Attributes{}, err)
 			return
 		}
 		for a, err := range b.drv.list(ctx, full) {
@@ -159,6 +153,21 @@ func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[Attributes, 
 			}
 		}
 	}
+}
+
+// listPrefix checks a listing's prefix and ctx, and returns the prefix in the driver's
+// terms (the view's prefix prepended).
+func (b *Bucket) listPrefix(ctx context.Context, prefix string) (string, error) {
+	full := b.prefix + prefix
+	if prefix != "" {
+		if err := checkKey(prefix); err != nil {
+			return "", fmt.Errorf("storage: list prefix %q: %w", prefix, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("storage: list prefix %q: %w", full, err)
+	}
+	return full, nil
 }
 
 // Delete removes the object at key. Deleting a missing key is not an error.

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"fmt"
 	"iter"
 	"sync"
 )
@@ -43,15 +42,9 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 		return b.List(ctx, prefix)
 	}
 	return func(yield func(Attributes, error) bool) {
-		full := b.prefix + prefix
-		if prefix != "" {
-			if err := checkKey(prefix); err != nil {
-				yield(Attributes{}, fmt.Errorf("storage: list prefix %q: %w", prefix, err))
-				return
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			yield(Attributes{}, fmt.Errorf("storage: list prefix %q: %w", full, err))
+		full, err := b.listPrefix(ctx, prefix)
+		if err != nil {
+			yield(Attributes{}, err)
 			return
 		}
 		var wg sync.WaitGroup
