@@ -317,7 +317,6 @@ type Budget struct {
 	rdb      redis.UniversalClient
 	log      zerolog.Logger
 	pacing   budgetPacing
-	rate     float64 // the GCRA's calls/s passed to the acquire script; 0 = no rate limit
 	tolUS    int64
 	logN     int64 // the send log: at most logN calls in any logSpan; 0 = no log
 	logSpan  time.Duration
@@ -369,7 +368,6 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 		turn:     make(chan struct{}, 1),
 		held:     make(map[string]*Lease),
 	}
-	b.rate = cfg.Rate
 	b.logN, b.logSpan = p.window()
 	b.unconstrained = cfg.Rate == 0 && cfg.MaxInFlight == 0 && cfg.Quota == 0
 	return b, nil
@@ -690,7 +688,7 @@ func (b *Budget) move(ctx context.Context, l *Lease, turn time.Time) (bool, erro
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetEvalTimeout)
 		v, err := budgetMoveScript.Run(ctx, b.rdb, []string{budgetKeySent, budgetKeyGCRA},
 			l.id, b.logN, b.logSpan.Microseconds(), budgetMaxLate.Microseconds(),
-			strconv.FormatFloat(1e6/b.rate, 'f', 3, 64), budgetPreciseSleep.Microseconds()).Int64Slice()
+			strconv.FormatFloat(1e6/b.cfg.Rate, 'f', 3, 64), budgetPreciseSleep.Microseconds()).Int64Slice()
 		cancel()
 		if err == nil && len(v) != 3 {
 			err = fmt.Errorf("move script returned %d values", len(v))
@@ -853,7 +851,7 @@ func (b *Budget) try(ctx context.Context, id string) (budgetAttempt, error) {
 	v, err := budgetAcquireScript.Run(ctx, b.rdb,
 		[]string{budgetKeyGCRA, budgetKeyLeases, budgetKeyCooldown, budgetKeyProbe, budgetKeyQuota, budgetKeySent},
 		id, c.MaxInFlight, c.LeaseTTL.Microseconds(),
-		strconv.FormatFloat(b.rate, 'f', -1, 64), b.tolUS,
+		strconv.FormatFloat(b.cfg.Rate, 'f', -1, 64), b.tolUS,
 		c.Quota, c.QuotaPeriod.Microseconds(), c.QuotaResetAt.UnixMicro(),
 		budgetConcPoll.Microseconds(), budgetProbePoll.Microseconds(), budgetReserveAhead.Microseconds(),
 		b.logN, b.logSpan.Microseconds(),
