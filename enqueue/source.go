@@ -137,9 +137,9 @@ const prefixListings = 8
 // order, as the listing streams them page by page; the "directories" below prefix are
 // listed up to prefixListings at a time. The listing runs ahead of the consumer by a
 // bounded number of pages (about three per running listing), so that listing and
-// enqueueing overlap and memory stays flat for millions of keys. Keys starting with any of skip (e.g. the "results/" prefix when
-// results are written to the same bucket) and directory markers (keys ending in "/")
-// are left out. Line is the position of the key among those yielded, from 1. A listing
+// enqueueing overlap and memory stays flat for millions of keys. Keys starting with any
+// of skip (e.g. the "results/" prefix when results are written to the same bucket) and
+// directory markers (keys ending in "/") are left out. Line is the position of the key among those yielded, from 1. A listing
 // error is fatal; ctx bounds the listing (pass the one given to Enqueue). Stopping the
 // range stops the listing.
 func Prefix(ctx context.Context, b *storage.Bucket, prefix string, skip ...string) Source {

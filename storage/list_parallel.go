@@ -31,11 +31,12 @@ const (
 )
 
 // ListParallel is List with the sub-prefixes below prefix ("directories" up to a '/',
-// split up to three levels deep until there are parallel of them) listed concurrently, up to parallel at a time, for storage where one
-// listing request at a time is the bottleneck (S3). Keys still come in lexical byte
-// order, each once, and memory stays bounded (about parallel × 3,000 keys held ahead of
-// the consumer). It is List itself when parallel < 2 and for local storage; a flat
-// prefix (nothing to split) is listed as List would.
+// split up to three levels deep until there are parallel of them) listed concurrently,
+// up to parallel at a time, for storage where one listing request at a time is the
+// bottleneck (S3). Keys still come in lexical byte order, each once, and memory stays
+// bounded (about parallel × 3,000 keys held ahead of the consumer). It is List itself
+// when parallel < 2 and for local storage; a flat prefix (nothing to split) is listed
+// as List would.
 func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) iter.Seq2[Attributes, error] {
 	ll, ok := b.drv.(levelLister)
 	if !ok || parallel < 2 {
@@ -58,6 +59,13 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 			defer close(units)
 			enumerate(ctx, ll, full, 0, parallel, units)
 		})
+		emit := func(l listed) bool {
+			if l.err != nil {
+				yield(Attributes{}, l.err)
+				return false
+			}
+			return yield(b.relative(l.a), nil)
+		}
 		// A window of units, holding at most parallel started sub-prefix listings.
 		var window []listUnit
 		started, more := 0, true
@@ -81,22 +89,14 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 			u := window[0]
 			window = window[1:]
 			if u.keys == nil {
-				if u.err != nil {
-					yield(Attributes{}, u.err)
-					return
-				}
-				if !yield(b.relative(u.a), nil) {
+				if !emit(u.listed) {
 					return
 				}
 				continue
 			}
 			started--
 			for l := range u.keys {
-				if l.err != nil {
-					yield(Attributes{}, l.err)
-					return
-				}
-				if !yield(b.relative(l.a), nil) {
+				if !emit(l) {
 					return
 				}
 			}
@@ -104,10 +104,9 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 	}
 }
 
-// listUnit is one object (a, or an error), or a sub-prefix listed whole into keys.
+// listUnit is one object (or an error), or a sub-prefix listed whole into keys.
 type listUnit struct {
-	a      Attributes
-	err    error
+	listed
 	prefix string
 	keys   chan listed
 }
@@ -148,7 +147,7 @@ func enumerate(ctx context.Context, ll levelLister, prefix string, depth, parall
 	}
 	split := whole && prefixes < parallel && depth+1 < listParallelDepth
 	send := func(e levelEntry, err error) bool {
-		u := listUnit{a: e.Attributes, err: err}
+		u := listUnit{listed: listed{e.Attributes, err}}
 		if err == nil && e.Prefix != "" {
 			if split {
 				return enumerate(ctx, ll, e.Prefix, depth+1, parallel, units)

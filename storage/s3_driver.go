@@ -671,11 +671,7 @@ func spool(ctx context.Context, r io.Reader) (io.ReadSeeker, int64, func(), erro
 // not wait for the listing between pages. At most two pages are held.
 func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes, error] {
 	return func(yield func(Attributes, error) bool) {
-		in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize)}
-		if prefix != "" {
-			in.Prefix = aws.String(prefix)
-		}
-		pages := s3.NewListObjectsV2Paginator(d.client, in)
+		pages := d.listPages(prefix, "")
 		lctx, cancel := context.WithCancel(ctx)
 		type result struct {
 			page *s3.ListObjectsV2Output
@@ -719,6 +715,19 @@ func (d *s3Driver) list(ctx context.Context, prefix string) iter.Seq2[Attributes
 	}
 }
 
+// listPages returns a paginator over the keys starting with prefix ("" for all), grouped
+// at delimiter when it is not empty.
+func (d *s3Driver) listPages(prefix, delimiter string) *s3.ListObjectsV2Paginator {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize)}
+	if prefix != "" {
+		in.Prefix = aws.String(prefix)
+	}
+	if delimiter != "" {
+		in.Delimiter = aws.String(delimiter)
+	}
+	return s3.NewListObjectsV2Paginator(d.client, in)
+}
+
 // listedAttributes returns the attributes a listing gives of an object.
 func listedAttributes(o types.Object) Attributes {
 	return Attributes{
@@ -734,11 +743,7 @@ func listedAttributes(o types.Object) Attributes {
 // answer covers a contiguous range of keys).
 func (d *s3Driver) listLevel(ctx context.Context, prefix string) iter.Seq2[levelEntry, error] {
 	return func(yield func(levelEntry, error) bool) {
-		in := &s3.ListObjectsV2Input{Bucket: aws.String(d.bucket), MaxKeys: aws.Int32(d.pageSize), Delimiter: aws.String("/")}
-		if prefix != "" {
-			in.Prefix = aws.String(prefix)
-		}
-		pages := s3.NewListObjectsV2Paginator(d.client, in)
+		pages := d.listPages(prefix, "/")
 		for pages.HasMorePages() {
 			page, err := pages.NextPage(ctx)
 			if err != nil {

@@ -652,7 +652,7 @@ func (b *Budget) Acquire(ctx context.Context) (*Lease, error) {
 		// caller's Sent tells the log when it left; later, the log learns it first,
 		// or, when that is no longer safe, the turn is given up, costing rate, never
 		// a 403.
-		if b.logN > 0 && !l.probe && time.Since(turn) > b.cfg.Headroom/2 {
+		if l.Logged() && time.Since(turn) > b.cfg.Headroom/2 {
 			ok, err := b.move(ctx, l, turn)
 			if err != nil {
 				_ = l.Release(ctx, OutcomeOther)
