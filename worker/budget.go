@@ -126,11 +126,11 @@ type BudgetConfig struct {
 	// QuotaPeriod before and after. Default (zero): midnight UTC.
 	QuotaResetAt time.Time
 
-	// Jitter bounds the random extra wait a caller adds when it is refused for
-	// concurrency, cooldown or quota, so that processes do not retry in lockstep;
-	// default 5 ms, never more than half the wait. A rate refusal is waited exactly:
-	// the GCRA answers with the moment capacity frees, and arriving late would waste
-	// it (callers reaching Redis together is harmless: the script serializes them).
+	// Jitter bounds the random extra wait a caller adds when it is refused, so that
+	// processes do not retry in lockstep; default 5 ms, never more than half the wait.
+	// After a rate refusal it is also at most a quarter of the 20 ms a turn is granted
+	// ahead: the caller asks again no later than 15 ms before the turn it waited for,
+	// which still leaves on time.
 	Jitter time.Duration
 
 	// Logger receives cooldown, pause and lost-lease events; default: no logging.
@@ -879,7 +879,7 @@ func (b *Budget) waitFor(a budgetAttempt) time.Duration {
 	switch a.code {
 	case budgetDeniedRate:
 		b.stats.DeniedRate.Add(1)
-		jit = 0 // exact: the GCRA's answer is the moment capacity frees; arriving late wastes it
+		jit = min(jit, budgetReserveAhead/4) // the turn is still granted ahead of time
 	case budgetDeniedConc:
 		b.stats.DeniedConcurrency.Add(1)
 	case budgetDeniedCool:
