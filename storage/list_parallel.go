@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"sync"
 )
@@ -59,6 +60,15 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 			defer close(units)
 			enumerate(ctx, ll, full, 0, parallel, units)
 		})
+		// A listing that ctx ended stops without a word (its channel just closes): the
+		// end of each is checked, so that a cut listing is an error, never a short one.
+		ended := func() bool {
+			if err := ctx.Err(); err != nil {
+				yield(Attributes{}, fmt.Errorf("storage: list prefix %q: %w", full, err))
+				return true
+			}
+			return false
+		}
 		emit := func(l listed) bool {
 			if l.err != nil {
 				yield(Attributes{}, l.err)
@@ -84,6 +94,7 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 				window = append(window, u)
 			}
 			if len(window) == 0 {
+				ended()
 				return
 			}
 			u := window[0]
@@ -99,6 +110,9 @@ func (b *Bucket) ListParallel(ctx context.Context, prefix string, parallel int) 
 				if !emit(l) {
 					return
 				}
+			}
+			if ended() {
+				return
 			}
 		}
 	}
