@@ -26,7 +26,9 @@ const maxRecordBytes = 1 << 20
 // Config configures a Store.
 type Config struct {
 	// Redis holds the latest result of every key and the batches. Required. A Cluster
-	// client works: every multi-key script touches one slot.
+	// client works: every multi-key script touches one slot. An autopipeliner must be
+	// the asynchronous face (AsyncAutoPipeline): the store submits each step's commands
+	// on it together, to share one batch.
 	Redis redis.UniversalClient
 	// Bucket is where result JSON is written, as <key>.json. Required.
 	Bucket *storage.Bucket
@@ -176,20 +178,19 @@ func (s *Store) Write(ctx context.Context, rec *Record, opts ...WriteOption) (Wr
 	}
 	// With the earlier result known, the caller's first commands go alongside the
 	// storage write rather than ahead of it.
-	var beforeErr chan error
+	var before func() error
 	if o.prevKnown && o.before != nil {
-		beforeErr = make(chan error, 1)
-		go func() {
-			pipe := s.rdb.Pipeline()
-			o.before(pipe)
-			_, err := pipe.Exec(ctx)
-			beforeErr <- err
-		}()
+		before = s.send(ctx, o.before)
+		if _, queued := s.rdb.(*redis.AutoPipeliner); !queued {
+			wait, done := before, make(chan error, 1)
+			go func() { done <- wait() }()
+			before = func() error { return <-done }
+		}
 	}
 	err = s.bucket.Put(ctx, rec.Key+".json", bytes.NewReader(data),
 		&storage.PutOptions{ContentType: "application/json", Size: int64(len(data))})
-	if beforeErr != nil {
-		if berr := <-beforeErr; berr != nil && err == nil {
+	if before != nil {
+		if berr := before(); berr != nil && err == nil {
 			return WriteOutcome{}, fmt.Errorf("write result %q: %w", rec.Key, berr)
 		}
 	}
@@ -265,23 +266,24 @@ func (s *Store) record(ctx context.Context, rec *Record, data []byte, after func
 		args    []any
 		counted *redis.Cmd
 	)
-	pipe := s.rdb.Pipeline()
-	if id != "" {
-		keys = []string{BatchResultsKey(id), BatchCountsKey(id), BatchHistKey(id), BatchFlipsKey(id), BatchMetaKey(id)}
-		args = []any{rec.Key, data, s.ttlSeconds(), formatTime(time.Now()), id}
-		counted = pipe.EvalSha(ctx, writeScript.Hash(), keys, args...)
-	}
-	latest := pipe.HSet(ctx, ResultKey(rec.Key),
-		ResultFieldJSON, data,
-		ResultFieldStatus, string(rec.Status),
-		ResultFieldScore, score,
-		ResultFieldVerifiedAt, formatTime(rec.VerifiedAt),
-		ResultFieldBatchID, id,
-	)
-	if after != nil {
-		after(pipe)
-	}
-	_, _ = pipe.Exec(ctx) // each command's error is checked below
+	var latest *redis.IntCmd
+	_ = s.send(ctx, func(pipe redis.Pipeliner) {
+		if id != "" {
+			keys = []string{BatchResultsKey(id), BatchCountsKey(id), BatchHistKey(id), BatchFlipsKey(id), BatchMetaKey(id)}
+			args = []any{rec.Key, data, s.ttlSeconds(), formatTime(time.Now()), id}
+			counted = pipe.EvalSha(ctx, writeScript.Hash(), keys, args...)
+		}
+		latest = pipe.HSet(ctx, ResultKey(rec.Key),
+			ResultFieldJSON, data,
+			ResultFieldStatus, string(rec.Status),
+			ResultFieldScore, score,
+			ResultFieldVerifiedAt, formatTime(rec.VerifiedAt),
+			ResultFieldBatchID, id,
+		)
+		if after != nil {
+			after(pipe)
+		}
+	})() // each command's error is checked below
 
 	var out WriteOutcome
 	if counted != nil {
@@ -308,16 +310,17 @@ func (s *Store) record(ctx context.Context, rec *Record, data []byte, after func
 // record of key in the same batch keeps its own Previous (a redelivery); otherwise the
 // key's latest result. before's commands share the round trip.
 func (s *Store) previous(ctx context.Context, key, batchID string, before func(redis.Pipeliner)) (*Previous, error) {
-	var inBatch *redis.StringCmd
-	pipe := s.rdb.Pipeline()
-	if before != nil {
-		before(pipe)
-	}
-	if batchID != "" {
-		inBatch = pipe.HGet(ctx, BatchResultsKey(batchID), key)
-	}
-	latest := pipe.HGet(ctx, ResultKey(key), ResultFieldJSON)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	var inBatch, latest *redis.StringCmd
+	err := s.send(ctx, func(pipe redis.Pipeliner) {
+		if before != nil {
+			before(pipe)
+		}
+		if batchID != "" {
+			inBatch = pipe.HGet(ctx, BatchResultsKey(batchID), key)
+		}
+		latest = pipe.HGet(ctx, ResultKey(key), ResultFieldJSON)
+	})()
+	if err != nil {
 		return nil, fmt.Errorf("read previous result of %q: %w", key, err)
 	}
 	if inBatch != nil {
@@ -348,6 +351,42 @@ func (s *Store) previous(ctx context.Context, key, batchID string, before func(r
 		return last.Previous, nil // the batch's keys expired; still a redelivery
 	}
 	return previousOf(last), nil
+}
+
+// send sends the commands fill adds to a pipeline and returns a wait for their results:
+// the first error among them, a missing key (redis.Nil) aside. On an autopipeliner (it
+// must be the asynchronous face, go-redis AsyncAutoPipeline) they are submitted at once
+// and join the next batch with whatever else is pending, this worker's other tasks and
+// asynq's commands; elsewhere they go as one pipeline, sent by wait.
+func (s *Store) send(ctx context.Context, fill func(redis.Pipeliner)) (wait func() error) {
+	pipe := s.rdb.Pipeline()
+	fill(pipe)
+	cmds := pipe.Cmds()
+	firstErr := func() error {
+		for _, c := range cmds {
+			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+		}
+		return nil
+	}
+	ap, ok := s.rdb.(*redis.AutoPipeliner)
+	if !ok {
+		return func() error {
+			_, _ = pipe.Exec(ctx)
+			return firstErr()
+		}
+	}
+	futures := make([]redis.AutoFuture, len(cmds))
+	for i, c := range cmds {
+		futures[i] = ap.Submit(ctx, c)
+	}
+	return func() error {
+		for _, f := range futures {
+			_ = f.Wait() // the command's own error, read below
+		}
+		return firstErr()
+	}
 }
 
 // Get returns the latest result of key: from Redis, or from the JSON in storage when

@@ -382,9 +382,26 @@ func mustJSON(t *testing.T, r *Record) string {
 // TestWriteConcurrent: many writers, some results delivered twice, counts add up. It
 // runs on the local backend only: the counting is Redis's, and the S3 backend is
 // exercised by the other Write tests.
+// TestWriteConcurrent: many writers at once, on a plain client and on the asynchronous
+// autopipeliner the worker uses (where each step's commands are submitted together),
+// each write keeping a key of its own alongside (WithRedis) as the worker keeps verdicts.
 func TestWriteConcurrent(t *testing.T) {
+	for _, pipelined := range []bool{false, true} {
+		t.Run(map[bool]string{false: "client", true: "async autopipeliner"}[pipelined], func(t *testing.T) {
+			testWriteConcurrent(t, pipelined)
+		})
+	}
+}
+
+func testWriteConcurrent(t *testing.T, pipelined bool) {
 	{
 		tb := setup(t, openLocal)
+		if pipelined {
+			ap, err := tb.rdb.AsyncAutoPipeline()
+			require.NoError(t, err)
+			tb.store, err = New(Config{Redis: ap, Bucket: tb.bucket})
+			require.NoError(t, err)
+		}
 		const (
 			writers = 200
 			records = 1000
@@ -429,7 +446,15 @@ func TestWriteConcurrent(t *testing.T) {
 			wg.Go(func() {
 				for i := range work {
 					st, score := statusOf(i)
-					out, err := tb.store.Write(tb.ctx, newRecord(fmt.Sprintf("k%04d", i), batch, st, score))
+					key := fmt.Sprintf("k%04d", i)
+					prev, err := tb.store.Previous(tb.ctx, key, batch)
+					var out WriteOutcome
+					if err == nil {
+						kept := "kept:" + key
+						out, err = tb.store.Write(tb.ctx, newRecord(key, batch, st, score), WithPrevious(prev), WithRedis(
+							func(pipe redis.Pipeliner) { pipe.Set(tb.ctx, kept, i, time.Hour) },
+							func(pipe redis.Pipeliner) { pipe.Expire(tb.ctx, kept, time.Minute) }))
+					}
 					mu.Lock()
 					if err != nil && firstErr == nil {
 						firstErr = err
@@ -474,6 +499,15 @@ func TestWriteConcurrent(t *testing.T) {
 		n, err := tb.rdb.HLen(tb.ctx, BatchResultsKey(batch)).Result()
 		require.NoError(t, err)
 		require.Equal(t, int64(records), n)
+		for i := range records {
+			key := fmt.Sprintf("k%04d", i)
+			v, err := tb.rdb.Get(tb.ctx, "kept:"+key).Int()
+			require.NoError(t, err, key)
+			require.Equal(t, i, v)
+			ttl, err := tb.rdb.TTL(tb.ctx, "kept:"+key).Result()
+			require.NoError(t, err)
+			require.True(t, ttl > 0 && ttl <= time.Minute, "%s: TTL %v", key, ttl)
+		}
 	}
 }
 

@@ -49,6 +49,9 @@ const (
 	fastMaxAttempts  = 3
 	fastRetryBase    = 25 * time.Millisecond
 	fastMaxErrorBody = 64 << 10
+	// fastPutInMemory is the largest PutObject body read into memory first (results are
+	// a few KB); larger ones are streamed, read twice: once to sign, once to send.
+	fastPutInMemory = 64 << 10
 	// emptySHA256 is the SHA-256 of an empty payload, in hex.
 	emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 )
@@ -233,8 +236,12 @@ func (f *s3Fast) do(ctx context.Context, method, key string, header http.Header,
 				if err != nil {
 					return nil, err
 				}
-				prev = newAttemptBody(body)
-				req.Body = prev
+				if br, ok := body.(*bytes.Reader); ok {
+					prev, req.Body = nil, io.NopCloser(br) // the transport knows it is in memory
+				} else {
+					prev = newAttemptBody(body)
+					req.Body = prev
+				}
 			}
 		}
 		creds, err := f.creds.Retrieve(ctx)
@@ -281,6 +288,24 @@ func (f *s3Fast) get(ctx context.Context, key string, opts GetOptions) (*http.Re
 // put is a single-request PutObject of the n bytes of body from its current position,
 // its payload signed (SHA-256) so that a cut transfer cannot be stored.
 func (f *s3Fast) put(ctx context.Context, key string, body io.ReadSeeker, n int64, contentType string) error {
+	header := http.Header{"Content-Type": {contentType}}
+	if n <= fastPutInMemory {
+		// Read once, hashed and sent from memory: each attempt gets a reader of its own,
+		// and the transport sends headers and body in one write.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(&ctxReader{ctx: ctx, r: body}, b); err != nil {
+			return fmt.Errorf("read content: %w", err)
+		}
+		sum := sha256.Sum256(b)
+		resp, err := f.do(ctx, http.MethodPut, key, header, hex.EncodeToString(sum[:]), n, func() (io.Reader, error) {
+			return bytes.NewReader(b), nil
+		})
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, fastMaxErrorBody))
+		return resp.Body.Close()
+	}
 	start, err := body.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return err
@@ -290,7 +315,6 @@ func (f *s3Fast) put(ctx context.Context, key string, body io.ReadSeeker, n int6
 		return fmt.Errorf("read content: %w", err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	header := http.Header{"Content-Type": {contentType}}
 	resp, err := f.do(ctx, http.MethodPut, key, header, sum, n, func() (io.Reader, error) {
 		if _, err := body.Seek(start, io.SeekStart); err != nil {
 			return nil, err

@@ -83,12 +83,18 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 	if err != nil {
 		return nil, usagef("--redis: %v", redactURLError(err))
 	}
+	// Clients speak RESP2 unless the URL asks for another protocol (?protocol=3):
+	// livenessq uses no RESP3 feature, and go-redis's RESP3 client checks for push
+	// notifications around every reply (5% of a worker's CPU, BENCHMARKS.md).
 	var rdb redis.UniversalClient
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 		opt, perr := redis.ParseURL(rawURL)
 		if perr != nil {
 			return nil, usagef("--redis: %v", perr)
+		}
+		if opt.Protocol == 0 {
+			opt.Protocol = 2 // RESP2, as above
 		}
 		rdb = redis.NewClient(opt)
 	case "redis+sentinel", "rediss+sentinel":
@@ -99,11 +105,17 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 		if opt.MasterName == "" {
 			return nil, usagef("--redis: a sentinel URL needs ?master_name=NAME")
 		}
+		if opt.Protocol == 0 {
+			opt.Protocol = 2 // RESP2, as above
+		}
 		rdb = redis.NewFailoverClient(opt)
 	case "redis+cluster", "rediss+cluster":
 		opt, perr := redis.ParseClusterURL(strings.Replace(rawURL, "+cluster", "", 1))
 		if perr != nil {
 			return nil, usagef("--redis: %v", perr)
+		}
+		if opt.Protocol == 0 {
+			opt.Protocol = 2 // RESP2, as above
 		}
 		rdb = redis.NewClusterClient(opt)
 	default:

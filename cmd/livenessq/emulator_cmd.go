@@ -49,7 +49,7 @@ func (f *emulatorFlags) register(fs *flagSet) {
 	fs.bindEnv("app-key", "KAIROS_EMULATOR_APP_KEY")
 	fs.IntVar(&f.authStatus, "auth-failure-status", 401, "status for missing or wrong credentials: 401 or 403")
 	fs.bindEnv("auth-failure-status", "KAIROS_EMULATOR_AUTH_FAILURE_STATUS")
-	fs.DurationVar(&f.latency, "latency", 0, "time waited before every answer")
+	fs.DurationVar(&f.latency, "latency", 0, "how long the API takes to answer, from the request's arrival")
 	fs.bindEnv("latency", "KAIROS_EMULATOR_LATENCY")
 	fs.DurationVar(&f.jitter, "latency-jitter", 0, "random extra latency, uniform in [0, jitter)")
 	fs.bindEnv("latency-jitter", "KAIROS_EMULATOR_LATENCY_JITTER")

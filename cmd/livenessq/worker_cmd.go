@@ -298,16 +298,18 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	return nil
 }
 
-// autoPipelined returns rdb's autopipeliner (go-redis AutoPipeline), or rdb itself when
-// the client has none. A worker's Redis traffic is many small commands from up to
-// --concurrency tasks at once (asynq's dequeues and acks, verdicts, results): through the
-// autopipeliner, commands issued meanwhile share one round trip, which costs the worker
-// and Redis fewer system calls per task (BENCHMARKS.md: about 10% of the worker's CPU and
-// 20% of Redis's). The budget is left on the plain client: its calls are serialized per
-// process anyway, and batching would only delay the moment a 403 closes the API to the
-// other workers. Closing rdb stops the autopipeliner.
+// autoPipelined returns rdb's asynchronous autopipeliner (go-redis AsyncAutoPipeline), or
+// rdb itself when the client has none. A worker's Redis traffic is many small commands
+// from up to --concurrency tasks at once (asynq's dequeues and acks, verdicts, results):
+// through the autopipeliner, commands issued meanwhile share one round trip, which costs
+// the worker and Redis fewer system calls per task. On the asynchronous face a task
+// submits all the commands of a step at once (results.Store does) and they join the same
+// batch: 1.7 round trips per task rather than 5 (BENCHMARKS.md). The budget is left on the
+// plain client: its calls are serialized per process anyway, and batching would only
+// delay the moment a 403 closes the API to the other workers. Closing rdb stops the
+// autopipeliner.
 func autoPipelined(rdb redis.UniversalClient) redis.UniversalClient {
-	ap, err := rdb.AutoPipeline()
+	ap, err := rdb.AsyncAutoPipeline()
 	if err != nil {
 		return rdb
 	}

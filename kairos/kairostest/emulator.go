@@ -68,7 +68,10 @@ type Config struct {
 	AppKey string
 	// AuthFailureStatus answers missing or wrong credentials: 401 (default) or 403.
 	AuthFailureStatus int
-	// Latency is waited before every answer from body validation on. Default 0.
+	// Latency is how long the API takes to answer a request that passes the checks of
+	// its headers (credentials, limits): counted from the request's arrival, so that
+	// reading and checking the body happen within it, as on a real API (a body that
+	// takes longer to arrive is answered once read). Default 0.
 	Latency time.Duration
 	// LatencyJitter adds a uniformly random [0, LatencyJitter) to Latency. Default 0.
 	LatencyJitter time.Duration
@@ -291,6 +294,7 @@ type answer struct {
 }
 
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, inFlight int64) int {
+	arrived := time.Now()
 	st := e.cur.Load()
 	cfg := &st.cfg
 
@@ -311,7 +315,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, inFlight int
 	if ok {
 		a, ok = v.applyRules(cfg.Rules)
 	}
-	e.wait(r, cfg)
+	e.wait(r, cfg, arrived)
 	if !ok {
 		drain(r.Body)
 		return e.writeError(w, cfg, a)
@@ -384,13 +388,16 @@ func (e *Emulator) float64() float64 {
 	return e.rnd.Float64()
 }
 
-// wait sleeps Latency plus jitter, or until the client goes away.
-func (e *Emulator) wait(r *http.Request, cfg *Config) {
+// wait sleeps until Latency plus jitter after arrived, or until the client goes away.
+func (e *Emulator) wait(r *http.Request, cfg *Config, arrived time.Time) {
 	d := cfg.Latency
 	if cfg.LatencyJitter > 0 {
 		d += time.Duration(e.float64() * float64(cfg.LatencyJitter))
 	}
 	if d <= 0 {
+		return
+	}
+	if d -= time.Since(arrived); d <= 0 {
 		return
 	}
 	t := time.NewTimer(d)
