@@ -116,14 +116,14 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	prdb := autoPipelined(rdb) // as `livenessq worker` does
+	prdb, srdb := autoPipelined(rdb) // as `livenessq worker` does
 	src, res, err := openStorage(ctx, c.storageURL, c.resultsURL)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	defer res.Close()
-	store, err := newResults(prdb, res, logger)
+	store, err := newResults(srdb, res, logger)
 	if err != nil {
 		return err
 	}

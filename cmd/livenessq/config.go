@@ -210,9 +210,10 @@ func newResults(rdb redis.UniversalClient, bucket *storage.Bucket, log zerolog.L
 // Redis, the selfie storage, the results location and the results store on them.
 type conns struct {
 	rdb redis.UniversalClient
-	// prdb is the client the results store talks through: rdb's autopipeliner when
-	// opened pipelined (the worker), else rdb.
-	prdb  redis.UniversalClient
+	// prdb is the client asynq and the verdicts talk through, and srdb the one the
+	// results store does: rdb's autopipeliners when opened pipelined (the worker), else
+	// rdb. See autoPipelined.
+	prdb, srdb redis.UniversalClient
 	src   *storage.Bucket
 	res   *storage.Bucket
 	store *results.Store
@@ -221,7 +222,7 @@ type conns struct {
 // open connects to Redis (--redis), then opens the storage (--storage) and results
 // (--results) locations and the results store on them, in that order, so that the first
 // flag at fault is the one an error names. pipelined puts the results store on rdb's
-// autopipeliner (see autoPipelined). The caller closes what open returns; on an error
+// autopipeliners (see autoPipelined). The caller closes what open returns; on an error
 // open has closed what it opened.
 func (c *common) open(ctx context.Context, log zerolog.Logger, pipelined bool) (*conns, error) {
 	rdb, err := openRedis(ctx, c.redisURL)
@@ -238,9 +239,9 @@ func (c *common) open(ctx context.Context, log zerolog.Logger, pipelined bool) (
 
 // newConns starts conns on an open Redis client, which close closes.
 func newConns(rdb redis.UniversalClient, pipelined bool) *conns {
-	cn := &conns{rdb: rdb, prdb: rdb}
+	cn := &conns{rdb: rdb, prdb: rdb, srdb: rdb}
 	if pipelined {
-		cn.prdb = autoPipelined(rdb)
+		cn.prdb, cn.srdb = autoPipelined(rdb)
 	}
 	return cn
 }
@@ -252,7 +253,7 @@ func (cn *conns) openStores(ctx context.Context, storageURL, resultsURL string, 
 	if cn.src, cn.res, err = openStorage(ctx, storageURL, resultsURL); err != nil {
 		return err
 	}
-	cn.store, err = newResults(cn.prdb, cn.res, log)
+	cn.store, err = newResults(cn.srdb, cn.res, log)
 	return err
 }
 

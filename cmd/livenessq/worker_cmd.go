@@ -224,8 +224,8 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Pipelined: asynq, results and verdicts go through rdb's autopipeliner (cn.prdb); the
-	// budget keeps its own round trips on rdb.
+	// Pipelined: asynq and verdicts go through one of rdb's autopipeliners (cn.prdb), results
+	// through the other (cn.srdb); the budget keeps its own round trips on rdb.
 	cn, err := c.open(ctx, logger, true)
 	if err != nil {
 		return err
@@ -298,22 +298,27 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	return nil
 }
 
-// autoPipelined returns rdb's asynchronous autopipeliner (go-redis AsyncAutoPipeline), or
-// rdb itself when the client has none. A worker's Redis traffic is many small commands
-// from up to --concurrency tasks at once (asynq's dequeues and acks, verdicts, results):
-// through the autopipeliner, commands issued meanwhile share one round trip, which costs
-// the worker and Redis fewer system calls per task. On the asynchronous face a task
-// submits all the commands of a step at once (results.Store does) and they join the same
-// batch: 1.7 round trips per task rather than 5 (BENCHMARKS.md). The budget is left on the
-// plain client: its calls are serialized per process anyway, and batching would only
-// delay the moment a 403 closes the API to the other workers. Closing rdb stops the
-// autopipeliner.
-func autoPipelined(rdb redis.UniversalClient) redis.UniversalClient {
-	ap, err := rdb.AsyncAutoPipeline()
-	if err != nil {
-		return rdb
+// autoPipelined returns rdb's two autopipeliners (go-redis), or rdb itself twice when
+// the client has none. A worker's Redis traffic is many small commands from up to
+// --concurrency tasks at once: through an autopipeliner, commands issued meanwhile share
+// one round trip, which costs the worker and Redis fewer system calls per task. The
+// first, for asynq and the verdicts, is the blocking face: asynq's dequeues and acks are
+// on the path of every task, each waits for one batch, and the batch stream they share
+// carries nothing heavier. The second, for the results store, is the asynchronous face:
+// the store submits the commands of each step at once (results.Store), so that they
+// join one batch, and its write scripts do not delay the next dequeue. Together, 1.7
+// round trips per task rather than 5 (BENCHMARKS.md). The budget is left on the plain
+// client: its calls are serialized per process anyway, and batching would only delay the
+// moment a 403 closes the API to the other workers. Closing rdb stops both.
+func autoPipelined(rdb redis.UniversalClient) (tasks, results redis.UniversalClient) {
+	tasks, results = rdb, rdb
+	if ap, err := rdb.AutoPipeline(); err == nil {
+		tasks = ap
 	}
-	return ap
+	if ap, err := rdb.AsyncAutoPipeline(); err == nil {
+		results = ap
+	}
+	return tasks, results
 }
 
 // redactedURL returns rawURL with any password hidden, for logs.
