@@ -136,8 +136,9 @@ func TestBudgetRateNeverExceedsLimit(t *testing.T) {
 			t.Logf("%d admissions in %v across 2 budgets × 10 goroutines (pace %.2f/s: %.1f%% of pace)",
 				len(times), run, pace, 100*float64(len(times))/(pace*run.Seconds()))
 			// Not a speed assertion: a guard against a vacuous pass (a busy machine wakes
-			// waiters late, which costs rate, never correctness).
-			require.GreaterOrEqual(t, float64(len(times)), pace*run.Seconds()/4, "the limiter admitted almost nothing")
+			// waiters late, which costs rate, never correctness; a race-detector run beside
+			// the whole suite once admitted 23% of the pace).
+			require.GreaterOrEqual(t, float64(len(times)), pace*run.Seconds()/10, "the limiter admitted almost nothing")
 			// The spacing: fewer than pace×(w+headroom) + burst in any window, plus one for
 			// each turn moved because its caller woke late (it leaves when it can, which
 			// may be next to another call).

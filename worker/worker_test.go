@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -130,6 +132,10 @@ func (b *testBundle) waitComplete(t *testing.T, batch string, timeout time.Durat
 			return s
 		}
 		if time.Now().After(deadline) {
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			if qi, err := b.inspect.GetQueueInfo(enqueue.DefaultQueue); err == nil {
+				t.Logf("queue: %+v", *qi)
+			}
 			lines := strings.Split(b.logs.String(), "\n")
 			t.Fatalf("batch %s not complete after %v: done %d of %d, counts %v; last log lines:\n%s", batch, timeout,
 				s.Done, s.Enqueued, s.Counts, strings.Join(lines[max(0, len(lines)-40):], "\n"))

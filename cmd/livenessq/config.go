@@ -214,9 +214,9 @@ type conns struct {
 	// results store does: rdb's autopipeliners when opened pipelined (the worker), else
 	// rdb. See autoPipelined.
 	prdb, srdb redis.UniversalClient
-	src   *storage.Bucket
-	res   *storage.Bucket
-	store *results.Store
+	src        *storage.Bucket
+	res        *storage.Bucket
+	store      *results.Store
 }
 
 // open connects to Redis (--redis), then opens the storage (--storage) and results
