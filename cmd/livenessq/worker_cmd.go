@@ -306,7 +306,7 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 // on the path of every task, each waits for one batch, and the batch stream they share
 // carries nothing heavier. The second, for the results store, is the asynchronous face:
 // the store submits the commands of each step at once (results.Store), so that they
-// join one batch, and its write scripts do not delay the next dequeue. Together, 1.7
+// join one batch, and its write scripts do not delay the next dequeue. Together, 2.7
 // round trips per task rather than 5 (BENCHMARKS.md). The budget is left on the plain
 // client: its calls are serialized per process anyway, and batching would only delay the
 // moment a 403 closes the API to the other workers. Closing rdb stops both.
