@@ -356,8 +356,8 @@ func (s *Store) previous(ctx context.Context, key, batchID string, before func(r
 // send sends the commands fill adds to a pipeline and returns a wait for their results:
 // the first error among them, a missing key (redis.Nil) aside. On an autopipeliner (it
 // must be the asynchronous face, go-redis AsyncAutoPipeline) they are submitted at once
-// and join the next batch with whatever else is pending, this worker's other tasks and
-// asynq's commands; elsewhere they go as one pipeline, sent by wait.
+// and join the next batch with whatever else is pending there (the other tasks' result
+// commands, in a worker); elsewhere they go as one pipeline, sent by wait.
 func (s *Store) send(ctx context.Context, fill func(redis.Pipeliner)) (wait func() error) {
 	pipe := s.rdb.Pipeline()
 	fill(pipe)
