@@ -46,6 +46,7 @@ type Config struct {
 // concurrent use by many goroutines and many processes.
 type Store struct {
 	rdb       redis.UniversalClient
+	ap        *redis.AutoPipeliner // rdb, when it is one (see send)
 	bucket    *storage.Bucket
 	log       zerolog.Logger
 	retention time.Duration // <= 0: forever
@@ -66,7 +67,8 @@ func New(cfg Config) (*Store, error) {
 	case cfg.Retention > 0 && cfg.Retention < time.Second:
 		return nil, fmt.Errorf("results: Config.Retention %v is under one second", cfg.Retention)
 	}
-	return &Store{rdb: cfg.Redis, bucket: cfg.Bucket, log: cfg.Logger, retention: cfg.Retention}, nil
+	ap, _ := cfg.Redis.(*redis.AutoPipeliner)
+	return &Store{rdb: cfg.Redis, ap: ap, bucket: cfg.Bucket, log: cfg.Logger, retention: cfg.Retention}, nil
 }
 
 // ttlSeconds is the batch keys' TTL as a script argument; 0 means no expiry.
@@ -181,7 +183,7 @@ func (s *Store) Write(ctx context.Context, rec *Record, opts ...WriteOption) (Wr
 	var before func() error
 	if o.prevKnown && o.before != nil {
 		before = s.send(ctx, o.before)
-		if _, queued := s.rdb.(*redis.AutoPipeliner); !queued {
+		if s.ap == nil { // a pipeline, sent by its wait: sent now, beside the storage write
 			wait, done := before, make(chan error, 1)
 			go func() { done <- wait() }()
 			before = func() error { return <-done }
@@ -370,8 +372,7 @@ func (s *Store) send(ctx context.Context, fill func(redis.Pipeliner)) (wait func
 		}
 		return nil
 	}
-	ap, ok := s.rdb.(*redis.AutoPipeliner)
-	if !ok {
+	if s.ap == nil {
 		return func() error {
 			_, _ = pipe.Exec(ctx)
 			return firstErr()
@@ -379,7 +380,7 @@ func (s *Store) send(ctx context.Context, fill func(redis.Pipeliner)) (wait func
 	}
 	futures := make([]redis.AutoFuture, len(cmds))
 	for i, c := range cmds {
-		futures[i] = ap.Submit(ctx, c)
+		futures[i] = s.ap.Submit(ctx, c)
 	}
 	return func() error {
 		for _, f := range futures {

@@ -288,7 +288,8 @@ func (f *s3Fast) get(ctx context.Context, key string, opts GetOptions) (*http.Re
 // put is a single-request PutObject of the n bytes of body from its current position,
 // its payload signed (SHA-256) so that a cut transfer cannot be stored.
 func (f *s3Fast) put(ctx context.Context, key string, body io.ReadSeeker, n int64, contentType string) error {
-	header := http.Header{"Content-Type": {contentType}}
+	var sum string
+	var newBody func() (io.Reader, error)
 	if n <= fastPutInMemory {
 		// Read once, hashed and sent from memory: each attempt gets a reader of its own,
 		// and the transport sends headers and body in one write.
@@ -296,31 +297,27 @@ func (f *s3Fast) put(ctx context.Context, key string, body io.ReadSeeker, n int6
 		if _, err := io.ReadFull(&ctxReader{ctx: ctx, r: body}, b); err != nil {
 			return fmt.Errorf("read content: %w", err)
 		}
-		sum := sha256.Sum256(b)
-		resp, err := f.do(ctx, http.MethodPut, key, header, hex.EncodeToString(sum[:]), n, func() (io.Reader, error) {
-			return bytes.NewReader(b), nil
-		})
+		s := sha256.Sum256(b)
+		sum = hex.EncodeToString(s[:])
+		newBody = func() (io.Reader, error) { return bytes.NewReader(b), nil }
+	} else {
+		start, err := body.Seek(0, io.SeekCurrent)
 		if err != nil {
 			return err
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, fastMaxErrorBody))
-		return resp.Body.Close()
-	}
-	start, err := body.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(&ctxReader{ctx: ctx, r: body}, n)); err != nil {
-		return fmt.Errorf("read content: %w", err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	resp, err := f.do(ctx, http.MethodPut, key, header, sum, n, func() (io.Reader, error) {
-		if _, err := body.Seek(start, io.SeekStart); err != nil {
-			return nil, err
+		h := sha256.New()
+		if _, err := io.Copy(h, io.LimitReader(&ctxReader{ctx: ctx, r: body}, n)); err != nil {
+			return fmt.Errorf("read content: %w", err)
 		}
-		return &exactReader{r: body, left: n}, nil
-	})
+		sum = hex.EncodeToString(h.Sum(nil))
+		newBody = func() (io.Reader, error) {
+			if _, err := body.Seek(start, io.SeekStart); err != nil {
+				return nil, err
+			}
+			return &exactReader{r: body, left: n}, nil
+		}
+	}
+	resp, err := f.do(ctx, http.MethodPut, key, http.Header{"Content-Type": {contentType}}, sum, n, newBody)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,13 @@ func (c *common) logger(w io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 
+// resp2 makes a protocol left unset by the URL RESP2 (see openRedis).
+func resp2(protocol *int) {
+	if *protocol == 0 {
+		*protocol = 2
+	}
+}
+
 // openRedis connects to the Redis that rawURL names and checks that it answers.
 func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
 	if rawURL == "" {
@@ -93,9 +100,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 		if perr != nil {
 			return nil, usagef("--redis: %v", perr)
 		}
-		if opt.Protocol == 0 {
-			opt.Protocol = 2 // RESP2, as above
-		}
+		resp2(&opt.Protocol)
 		rdb = redis.NewClient(opt)
 	case "redis+sentinel", "rediss+sentinel":
 		opt, perr := redis.ParseFailoverURL(strings.Replace(rawURL, "+sentinel", "", 1))
@@ -105,18 +110,14 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 		if opt.MasterName == "" {
 			return nil, usagef("--redis: a sentinel URL needs ?master_name=NAME")
 		}
-		if opt.Protocol == 0 {
-			opt.Protocol = 2 // RESP2, as above
-		}
+		resp2(&opt.Protocol)
 		rdb = redis.NewFailoverClient(opt)
 	case "redis+cluster", "rediss+cluster":
 		opt, perr := redis.ParseClusterURL(strings.Replace(rawURL, "+cluster", "", 1))
 		if perr != nil {
 			return nil, usagef("--redis: %v", perr)
 		}
-		if opt.Protocol == 0 {
-			opt.Protocol = 2 // RESP2, as above
-		}
+		resp2(&opt.Protocol)
 		rdb = redis.NewClusterClient(opt)
 	default:
 		return nil, usagef("--redis: scheme %q is not one of redis, rediss, redis+sentinel, redis+cluster", u.Scheme)
