@@ -85,7 +85,7 @@ func ResumeBudget(ctx context.Context, rdb redis.UniversalClient) error {
 	}
 	// A refusal of a call admitted before this resume is stale (it was in flight while
 	// the key was being fixed): it must not pause the queue again.
-	if err := authBarrierScript.Run(ctx, rdb, []string{budgetKeyAuthBarrier}).Err(); err != nil {
+	if err := authBarrierScript.Run(ctx, rdb, []string{budgetKeyAuthBarrier, budgetKeyAuthResumed}).Err(); err != nil {
 		return fmt.Errorf("budget: resume: %w: %w", ErrBudgetUnavailable, err)
 	}
 	return nil

@@ -242,9 +242,9 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 // pause is not a new one: it comes from a call that was in flight when an operator fixed
 // the key and resumed, and must not pause the queue again.
 func (w *Worker) pauseForCredentials(ctx context.Context, cause error, admittedAt time.Time) {
-	fresh, err := authPauseScript.Run(context.WithoutCancel(ctx), w.cfg.Redis, []string{budgetKeyAuthBarrier},
-		admittedAt.UnixMicro()).Int()
-	if err == nil && fresh == 0 {
+	ctx = context.WithoutCancel(ctx)
+	mark, err := authPauseScript.Run(ctx, w.cfg.Redis, []string{budgetKeyAuthBarrier}, admittedAt.UnixMicro()).Int64()
+	if err == nil && mark == 0 {
 		return
 	}
 	status := "no status"
@@ -253,28 +253,45 @@ func (w *Worker) pauseForCredentials(ctx context.Context, cause error, admittedA
 		status = fmt.Sprintf("HTTP %d", ae.StatusCode)
 	}
 	_ = w.pause(ctx, fmt.Sprintf("Kairos refused the credentials (%s); fix KAIROS_APP_ID/KAIROS_APP_KEY, then run `livenessq resume`", status))
+	// A resume between the barrier and the pause (the key was fixed while this refusal
+	// was handled) supersedes it: the pause it would otherwise leave behind is undone.
+	if err != nil {
+		return
+	}
+	if resumed, rerr := w.cfg.Redis.Get(ctx, budgetKeyAuthResumed).Int64(); rerr == nil && resumed >= mark {
+		_ = w.cfg.Redis.Del(ctx, budgetKeyPaused).Err()
+		if uerr := asynq.NewInspectorFromRedisClient(w.cfg.Redis).UnpauseQueue(w.cfg.Queue); uerr != nil && !containsFold(uerr.Error(), "not paused") {
+			w.log.Warn().Err(uerr).Msg("undo a pause that a resume superseded")
+		}
+	}
 }
 
 // budgetKeyAuthBarrier holds when (Redis clock, µs) the queue was last paused for
 // refused credentials, or last resumed: a refusal of a call admitted before it is not
-// news.
-const budgetKeyAuthBarrier = budgetKeyPrefix + "auth_barrier"
+// news. budgetKeyAuthResumed holds when it was last resumed.
+const (
+	budgetKeyAuthBarrier = budgetKeyPrefix + "auth_barrier"
+	budgetKeyAuthResumed = budgetKeyPrefix + "auth_resumed"
+)
 
 // authPauseScript moves the barrier to now unless the refused call (admitted at ARGV[1],
-// µs) was admitted before it. Returns 1 when the caller should pause the queue.
+// µs) was admitted before it. Returns the new barrier when the caller should pause the
+// queue, else 0.
 var authPauseScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local at = tonumber(redis.call('GET', KEYS[1]) or '0')
 if at >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], string.format('%d', now), 'EX', 604800)
-return 1
+return now
 `)
 
-// authBarrierScript moves the barrier to now (on resume).
+// authBarrierScript moves the barrier and the resume mark to now (on resume).
 var authBarrierScript = redis.NewScript(`
 local t = redis.call('TIME')
-redis.call('SET', KEYS[1], string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])), 'EX', 604800)
+local now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('SET', KEYS[1], now, 'EX', 604800)
+redis.call('SET', KEYS[2], now, 'EX', 604800)
 return 1
 `)
 
