@@ -49,8 +49,8 @@ type testBundle struct {
 func score(v float64) *float64 { return &v }
 
 // setup starts the emulator over real HTTP and a worker on real Redis and the real S3
-// server.
-func setup(t *testing.T, emuCfg kairostest.Config, mutate func(*worker.Config)) *testBundle {
+// server; beforeStart run on the worker between New and Start.
+func setup(t *testing.T, emuCfg kairostest.Config, mutate func(*worker.Config), beforeStart ...func(*worker.Worker)) *testBundle {
 	t.Helper()
 	ctx := context.Background()
 	rdb := testenv.Redis(t, testenv.DBWorker)
@@ -86,6 +86,9 @@ func setup(t *testing.T, emuCfg kairostest.Config, mutate func(*worker.Config)) 
 	}
 	w, err := worker.New(cfg)
 	require.NoError(t, err)
+	for _, f := range beforeStart {
+		f(w)
+	}
 	require.NoError(t, w.Start(ctx))
 	t.Cleanup(func() { w.Shutdown(context.Background()) })
 
@@ -338,4 +341,55 @@ func TestRefusedCredentialsPauseQueue(t *testing.T) {
 	sum := b.waitComplete(t, "creds", time.Minute)
 	require.Equal(t, int64(20), sum.Done)
 	require.NotContains(t, b.logs.String(), testAppKey)
+}
+
+// TestResumeDuringRefusalWins forces the race in which an operator fixes the key and
+// resumes while a refusal is being handled: after the refusal passed the auth barrier
+// and before its pause. The resume wins: the queue is not left paused behind it.
+func TestResumeDuringRefusalWins(t *testing.T) {
+	ctx := context.Background()
+	var b *testBundle
+	var once sync.Once
+	resumed := make(chan struct{})
+	b = setup(t, kairostest.Config{}, nil, func(w *worker.Worker) {
+		worker.WrapPause(w, func(pause func(context.Context, string) error) func(context.Context, string) error {
+			return func(ctx context.Context, reason string) error {
+				// The first refusal to get this far is overtaken by the operator's fix and
+				// `livenessq resume` (clear the budget's pause, unpause the queue).
+				once.Do(func() {
+					if err := b.emu.SetFaults(kairostest.Faults{}); err != nil {
+						t.Error(err)
+					}
+					if err := worker.ResumeBudget(ctx, b.rdb); err != nil {
+						t.Error(err)
+					}
+					_ = b.inspect.UnpauseQueue(enqueue.DefaultQueue) // not paused yet
+					close(resumed)
+				})
+				return pause(ctx, reason)
+			}
+		})
+	})
+	wrong := "another-key"
+	require.NoError(t, b.emu.SetFaults(kairostest.Faults{AppKey: &wrong}))
+	var keys []string
+	for i := range 20 {
+		k := fmt.Sprintf("r-%02d.jpg", i)
+		b.put(t, k, kairostest.JPEG(400, 400, int64(i)))
+		keys = append(keys, k)
+	}
+	b.enqueue(t, "race", keys)
+	select {
+	case <-resumed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no refusal reached the pause")
+	}
+	sum := b.waitComplete(t, "race", time.Minute)
+	require.Equal(t, int64(20), sum.Done)
+	qi, err := b.inspect.GetQueueInfo(enqueue.DefaultQueue)
+	require.NoError(t, err)
+	require.False(t, qi.Paused, "the resume came after the refusal's barrier: its pause is undone")
+	st, err := worker.ReadBudgetState(ctx, b.rdb)
+	require.NoError(t, err)
+	require.False(t, st.Paused, "no pause record is left behind")
 }
