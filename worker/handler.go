@@ -118,7 +118,9 @@ func (w *Worker) verify(ctx context.Context, tk *task, bucket *storage.Bucket) e
 	// object is fetched: two round trips at once.
 	earlier := make(chan *verdict, 1)
 	go func() { earlier <- w.loadVerdict(ctx, tk.id) }()
+	fetchStart := time.Now()
 	r, err := bucket.Get(ctx, tk.payload.Key, &storage.GetOptions{MaxBytes: w.cfg.Precheck.MaxBytes})
+	w.metrics.Fetch.Observe(time.Since(fetchStart).Seconds())
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		tk.rec.Status, tk.rec.Reason = results.StatusNotFound, "object does not exist"
@@ -281,7 +283,9 @@ func (w *Worker) finish(ctx context.Context, tk *task, err error) error {
 			opts = append(opts, results.WithPrevious(pr.p))
 		}
 	}
+	writeStart := time.Now()
 	out, werr := w.cfg.Results.Write(ctx, &tk.rec, opts...)
+	w.metrics.ResultWrite.Observe(time.Since(writeStart).Seconds())
 	if errors.Is(werr, storage.ErrInvalidKey) {
 		// No result can ever be stored under this key (e.g. too long with the results
 		// prefix): retrying cannot help. The task is archived, visible to the operator.

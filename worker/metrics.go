@@ -9,6 +9,8 @@ type Metrics struct {
 	APICalls      *prometheus.CounterVec   // livenessq_api_calls_total{code}
 	APILatency    prometheus.Histogram     // livenessq_api_latency_seconds
 	BudgetWait    prometheus.Histogram     // livenessq_budget_wait_seconds
+	Fetch         prometheus.Histogram     // livenessq_fetch_seconds
+	ResultWrite   prometheus.Histogram     // livenessq_result_write_seconds
 	Results       *prometheus.CounterVec   // livenessq_results_total{status}
 	Retries       *prometheus.CounterVec   // livenessq_retries_total{reason}
 	RetryDelay    prometheus.Histogram     // livenessq_retry_delay_seconds
@@ -32,6 +34,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BudgetWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "livenessq_budget_wait_seconds", Help: "Time spent waiting for the global API budget before a call.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}),
+		Fetch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "livenessq_fetch_seconds", Help: "Time until storage answered a selfie's GET (its headers; the body streams on).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		ResultWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "livenessq_result_write_seconds", Help: "Time to write a result: to storage, then to Redis.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 		Results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livenessq_results_total", Help: "Results written, by status.",
@@ -57,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{"status"}),
 	}
-	m.collectorList = []prometheus.Collector{m.APICalls, m.APILatency, m.BudgetWait, m.Results, m.Retries,
+	m.collectorList = []prometheus.Collector{m.APICalls, m.APILatency, m.BudgetWait, m.Fetch, m.ResultWrite, m.Results, m.Retries,
 		m.RetryDelay, m.Archived, m.Redeliveries, m.SavedCalls, m.TaskDuration}
 	if reg != nil {
 		reg.MustRegister(m.collectorList...)

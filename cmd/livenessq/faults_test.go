@@ -403,10 +403,12 @@ func testFaultUsageLimit(t *testing.T, sh faultShared) {
 	// start calls up to then after the cooldown opened; the issue allows 100 ms.
 	const grace = 100 * time.Millisecond
 	inFlight, after, straddlers, stale, late, forbidden := 0, 0, 0, 0, 0, 0
+	var lateCalls []string
 	for _, c := range calls {
 		if c.start.After(opened) && c.start.Before(end) {
 			if c.start.After(opened.Add(grace)) {
 				late++
+				lateCalls = append(lateCalls, fmt.Sprintf("+%v %d (%v)", c.start.Sub(opened).Round(time.Millisecond), c.status, c.end.Sub(c.start).Round(time.Millisecond)))
 			} else {
 				stale++
 			}
@@ -428,7 +430,8 @@ func testFaultUsageLimit(t *testing.T, sh faultShared) {
 	// limitFor/cooldown cooldowns; +1 for the one that straddles the end.
 	probes := int(limitFor/cooldown) + 1
 	require.LessOrEqual(t, late, probes,
-		"calls started more than %v after the cooldown opened, during the 403 period: at most %d probes", grace, probes)
+		"calls started more than %v after the cooldown opened, during the 403 period: at most %d probes; they started (after the cooldown opened), answered (took): %s",
+		grace, probes, strings.Join(lateCalls, ", "))
 	require.LessOrEqual(t, after, inFlight+stale+probes,
 		"calls during the 403 period: at most the %d in flight when it began + the %d started within %v of the cooldown + %d probes", inFlight, stale, grace, probes)
 

@@ -108,6 +108,7 @@ func TestWorkerEnqueueEmulatorProcessAnS3Prefix(t *testing.T) {
 	for _, series := range []string{
 		"livenessq_api_calls_total{code=\"200\"}", "livenessq_api_calls_total{code=\"503\"}",
 		"livenessq_api_latency_seconds_bucket", "livenessq_budget_wait_seconds_bucket",
+		"livenessq_fetch_seconds_bucket", "livenessq_result_write_seconds_bucket", "livenessq_task_duration_seconds_bucket{status=\"live\"",
 		"livenessq_results_total{status=\"live\"}", "livenessq_results_total{status=\"invalid_image\"}",
 		"livenessq_retries_total{", "livenessq_archived_total 0",
 		"livenessq_budget_in_flight_leases", "livenessq_budget_cooldown_until_seconds", "livenessq_budget_pace_rate",
