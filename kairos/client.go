@@ -57,7 +57,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HTTPClient != nil {
 		hc = *cfg.HTTPClient
 	} else {
-		hc.Transport = defaultTransport()
+		hc.Transport = defaultTransport(cfg.MaxConns)
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
@@ -84,18 +84,17 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// defaultTransport is http.DefaultTransport with a connection pool sized for many
-// concurrent verifications to one host and a 256 KiB write buffer: a request with a
-// selfie of up to ~250 KB (most are) leaves in one write, a larger one in 256 KiB
-// pieces.
-func defaultTransport() http.RoundTripper {
+// defaultTransport is http.DefaultTransport keeping maxConns connections to the API
+// open between calls, with a 256 KiB write buffer: a request with a selfie of up to
+// ~250 KB (most are) leaves in one write, a larger one in 256 KiB pieces.
+func defaultTransport(maxConns int) http.RoundTripper {
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
 		return http.DefaultTransport
 	}
 	t = t.Clone()
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 64
+	t.MaxIdleConns = max(256, maxConns)
+	t.MaxIdleConnsPerHost = maxConns
 	t.WriteBufferSize = 256 << 10
 	// The socket's send buffer must hold the write too: it starts at 16 KiB
 	// (tcp_wmem), which splits a 100 KB request into 7 system calls.

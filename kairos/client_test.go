@@ -717,3 +717,45 @@ func BenchmarkVerifyClientOnly(b *testing.B) {
 		}
 	}
 }
+
+// TestDefaultTransportKeepsMaxConns: with the default HTTP client, MaxConns calls at once,
+// twice, open MaxConns connections: none is closed after its call and dialled again.
+func TestDefaultTransportKeepsMaxConns(t *testing.T) {
+	t.Parallel()
+	const conns = 100 // above the default of 64
+	emu := kairostest.New(kairostest.Config{AppID: testAppID, AppKey: secretKey, Latency: 100 * time.Millisecond})
+	srv := httptest.NewUnstartedServer(emu)
+	var mu sync.Mutex
+	opened := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := kairos.New(kairos.Config{BaseURL: srv.URL + "/v0.2/liveness-verification", AppID: testAppID, AppKey: secretKey, MaxConns: conns})
+	require.NoError(t, err)
+	img := kairostest.JPEG(400, 400, 1)
+	for round := range 2 {
+		var wg sync.WaitGroup
+		errc := make(chan error, conns)
+		for range conns {
+			wg.Go(func() {
+				_, err := c.Verify(context.Background(), jpegSelfie("a.jpg", img), 0.5)
+				errc <- keep(err)
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			require.NoError(t, err)
+		}
+		mu.Lock()
+		n := opened
+		mu.Unlock()
+		require.LessOrEqual(t, n, conns, "round %d: connections were closed after their call and dialled again", round+1)
+	}
+}

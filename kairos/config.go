@@ -20,6 +20,8 @@ const (
 	DefaultTimeout = 60 * time.Second
 	// DefaultUserAgent is sent as User-Agent when Config.UserAgent is empty.
 	DefaultUserAgent = "livenessq-kairos/1"
+	// DefaultMaxConns is Config.MaxConns when it is 0.
+	DefaultMaxConns = 64
 )
 
 // redacted replaces the app key wherever a Config is printed or marshalled.
@@ -62,9 +64,15 @@ type Config struct {
 	// HeaderStyle spells the credential headers. Default HeaderHyphen.
 	HeaderStyle HeaderStyle
 	// HTTPClient sends the requests. Default: a client whose transport is
-	// http.DefaultTransport's with 64 idle connections per host and a 64 KiB write buffer. The Client uses a shallow copy whose CheckRedirect refuses
-	// redirects (a redirected POST would lose its body); its other fields are kept.
+	// http.DefaultTransport's with MaxConns idle connections per host and a 256 KiB
+	// write buffer. The Client uses a shallow copy whose CheckRedirect refuses redirects
+	// (a redirected POST would lose its body); its other fields are kept.
 	HTTPClient *http.Client
+	// MaxConns is how many connections to the API the default HTTPClient keeps open
+	// between calls: set it to the calls a process makes at once (the worker's
+	// --concurrency), so that none is closed after its call and dialled again (a new
+	// TLS handshake) for the next. Default DefaultMaxConns; ignored with HTTPClient.
+	MaxConns int
 	// Timeout bounds one Verify call, from sending the first byte to reading the whole
 	// answer. Default DefaultTimeout; must not be negative.
 	Timeout time.Duration
@@ -82,6 +90,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = DefaultUserAgent
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	return cfg
 }
@@ -113,6 +124,9 @@ func (cfg Config) validate() error {
 	if cfg.Timeout < 0 {
 		return errors.New("kairos: Config.Timeout must not be negative")
 	}
+	if cfg.MaxConns < 0 {
+		return errors.New("kairos: Config.MaxConns must not be negative")
+	}
 	if !validHeaderValue(cfg.UserAgent) {
 		return errors.New("kairos: Config.UserAgent contains characters not allowed in a header")
 	}
@@ -140,8 +154,8 @@ func (cfg Config) redactedKey() string {
 
 // String returns a one-line description with AppKey redacted.
 func (cfg Config) String() string {
-	return fmt.Sprintf("kairos.Config{BaseURL:%q AppID:%q AppKey:%q HeaderStyle:%v Timeout:%v UserAgent:%q}",
-		cfg.BaseURL, cfg.AppID, cfg.redactedKey(), cfg.HeaderStyle, cfg.Timeout, cfg.UserAgent)
+	return fmt.Sprintf("kairos.Config{BaseURL:%q AppID:%q AppKey:%q HeaderStyle:%v Timeout:%v UserAgent:%q MaxConns:%d}",
+		cfg.BaseURL, cfg.AppID, cfg.redactedKey(), cfg.HeaderStyle, cfg.Timeout, cfg.UserAgent, cfg.MaxConns)
 }
 
 // GoString returns the String form, so %#v never shows AppKey either.
@@ -167,5 +181,6 @@ func (cfg Config) MarshalJSON() ([]byte, error) {
 		HeaderStyle string `json:"header_style"`
 		Timeout     string `json:"timeout"`
 		UserAgent   string `json:"user_agent"`
-	}{cfg.BaseURL, cfg.AppID, cfg.redactedKey(), cfg.HeaderStyle.String(), cfg.Timeout.String(), cfg.UserAgent})
+		MaxConns    int    `json:"max_conns"`
+	}{cfg.BaseURL, cfg.AppID, cfg.redactedKey(), cfg.HeaderStyle.String(), cfg.Timeout.String(), cfg.UserAgent, cfg.MaxConns})
 }

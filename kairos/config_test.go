@@ -53,7 +53,7 @@ func TestConfigNeverPrintsTheKey(t *testing.T) {
 	}
 	require.Contains(t, out.String(), `AppID:"app"`, "the rest is still printed")
 	require.Contains(t, logs.String(), `"app_key":"[redacted]"`)
-	require.Equal(t, `kairos.Config{BaseURL:"" AppID:"" AppKey:"" HeaderStyle:hyphen Timeout:0s UserAgent:""}`, kairos.Config{}.String())
+	require.Equal(t, `kairos.Config{BaseURL:"" AppID:"" AppKey:"" HeaderStyle:hyphen Timeout:0s UserAgent:"" MaxConns:0}`, kairos.Config{}.String())
 }
 
 func TestNewValidates(t *testing.T) {
@@ -76,6 +76,7 @@ func TestNewValidates(t *testing.T) {
 		{desc: "header style", mod: func(c *kairos.Config) { c.HeaderStyle = 7 }, want: "HeaderStyle"},
 		{desc: "negative timeout", mod: func(c *kairos.Config) { c.Timeout = -time.Second }, want: "Timeout"},
 		{desc: "user agent", mod: func(c *kairos.Config) { c.UserAgent = "a\x00" }, want: "UserAgent"},
+		{desc: "negative max conns", mod: func(c *kairos.Config) { c.MaxConns = -1 }, want: "MaxConns"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()

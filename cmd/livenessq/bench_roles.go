@@ -112,7 +112,7 @@ func runBenchWorker(ctx context.Context, env *environ, args []string) error {
 		return nil
 	}
 
-	kc, err := kf.client(env)
+	kc, err := kf.client(env, wf.concurrency)
 	if err != nil {
 		return err
 	}

@@ -181,8 +181,9 @@ func (k *kairosFlags) register(fs *flagSet) {
 	fs.bindEnv("api-timeout", "KAIROS_API_TIMEOUT")
 }
 
-// client builds the Kairos client from the flags and KAIROS_APP_ID / KAIROS_APP_KEY.
-func (k *kairosFlags) client(env *environ) (*kairos.Client, error) {
+// client builds the Kairos client from the flags and KAIROS_APP_ID / KAIROS_APP_KEY,
+// keeping up to conns connections to the API open (the calls made at once).
+func (k *kairosFlags) client(env *environ, conns int) (*kairos.Client, error) {
 	style := kairos.HeaderHyphen
 	switch k.headerStyle {
 	case "hyphen", "":
@@ -195,7 +196,7 @@ func (k *kairosFlags) client(env *environ) (*kairos.Client, error) {
 	if id == "" || key == "" {
 		return nil, usagef("KAIROS_APP_ID and KAIROS_APP_KEY must both be set")
 	}
-	c, err := kairos.New(kairos.Config{BaseURL: k.apiURL, AppID: id, AppKey: key, HeaderStyle: style, Timeout: k.timeout, UserAgent: "livenessq"})
+	c, err := kairos.New(kairos.Config{BaseURL: k.apiURL, AppID: id, AppKey: key, HeaderStyle: style, Timeout: k.timeout, UserAgent: "livenessq", MaxConns: conns})
 	if err != nil {
 		return nil, usagef("--api-url: %v", err)
 	}

@@ -117,7 +117,7 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 	// Kairos: the real API when credentials are given, else the built-in emulator.
 	var kc *kairos.Client
 	if env.getenv("KAIROS_APP_ID") != "" || env.getenv("KAIROS_APP_KEY") != "" {
-		if kc, err = kf.client(env); err != nil {
+		if kc, err = kf.client(env, wf.concurrency); err != nil {
 			return err
 		}
 		say("calling the Kairos API at %s (credentials from KAIROS_APP_ID/KAIROS_APP_KEY)", redactedURL(kf.apiURL))
@@ -128,7 +128,7 @@ func runRun(ctx context.Context, env *environ, args []string) error {
 			return err
 		}
 		defer stop()
-		kc, err = kairos.New(kairos.Config{BaseURL: emuURL, AppID: runEmulatorAppID, AppKey: key, Timeout: kf.timeout, UserAgent: "livenessq"})
+		kc, err = kairos.New(kairos.Config{BaseURL: emuURL, AppID: runEmulatorAppID, AppKey: key, Timeout: kf.timeout, UserAgent: "livenessq", MaxConns: wf.concurrency})
 		if err != nil {
 			return err
 		}

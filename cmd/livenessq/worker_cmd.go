@@ -220,7 +220,7 @@ func runWorker(ctx context.Context, env *environ, args []string) error {
 	if err != nil {
 		return err
 	}
-	kc, err := kf.client(env)
+	kc, err := kf.client(env, wf.concurrency)
 	if err != nil {
 		return err
 	}
