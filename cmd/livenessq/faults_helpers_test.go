@@ -241,12 +241,29 @@ func faultFreePort(t testing.TB, bus bool) int {
 			}
 		}
 	}
+	faultPorts.Lock()
+	defer faultPorts.Unlock()
+	if faultPorts.given == nil {
+		faultPorts.given = map[int]bool{}
+	}
+	// A port handed out earlier in this process is not free, even while its server is
+	// down or not yet listening: the scenarios run in parallel.
 	free := func(p int) bool {
+		if faultPorts.given[p] {
+			return false
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err == nil {
 			ln.Close()
 		}
 		return err == nil
+	}
+	give := func(p int) int {
+		faultPorts.given[p] = true
+		if bus {
+			faultPorts.given[p+10000] = true
+		}
+		return p
 	}
 	top := low
 	if bus {
@@ -256,7 +273,7 @@ func faultFreePort(t testing.TB, bus bool) int {
 		for range 200 {
 			p := 10000 + mrand.IntN(top-10000)
 			if free(p) && (!bus || free(p+10000)) {
-				return p
+				return give(p)
 			}
 		}
 	}
@@ -264,7 +281,13 @@ func faultFreePort(t testing.TB, bus bool) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return give(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// faultPorts are the ports faultFreePort has handed out in this process.
+var faultPorts struct {
+	sync.Mutex
+	given map[int]bool
 }
 
 func (s *faultServerProc) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
