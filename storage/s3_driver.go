@@ -139,9 +139,10 @@ func newS3Driver(ctx context.Context, cfg S3Config) (*s3Driver, error) {
 	if httpClient == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		// A worker holds up to two connections per task (the selfie being read, the
-		// result being written): idle ones are kept for that many rather than closed and
-		// dialled again.
-		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 256
+		// result being written): idle ones are kept for that many (up to --concurrency
+		// 512) rather than closed and dialled again. Only connections once needed are
+		// kept, each with 4 KiB buffers, and not past 90 s idle.
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 2048, 1024
 		pool, err := rootCAs(cfg.CABundle)
 		if err != nil {
 			return nil, err
