@@ -446,6 +446,7 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 		}
 		defer rdb.Close()
 		name := fmt.Sprintf("enqueue-%s-%d", mode, keys)
+		o0 := cpuTimes(b.svc.procs)
 		p, err := startProc(name, b.logDir, b.exe, []string{"bench", "_enqueue", "--mode", mode, "--prefix", prefix,
 			"--batch", results.NewBatchID(), "--redis", b.svc.redisURL(benchDBEnqueue), "--storage", b.bucket.URL(),
 			"--log-level", "warn", "--log-format", "json"}, b.svc.s3.env())
@@ -454,6 +455,12 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 		}
 		if err := p.wait(ctx); err != nil {
 			return r, err
+		}
+		// What the run cost each process: the listing is mostly the S3 server's work, the
+		// enqueueing Redis's.
+		cpuLine := fmt.Sprintf("CPU: enqueuer %.2f s", (p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()).Seconds())
+		for i, c := range cpuTimes(b.svc.procs) {
+			cpuLine += fmt.Sprintf(", %s %.2f s", b.svc.procs[i].name, (c - o0[i]).Seconds())
 		}
 		if err := json.Unmarshal(p.output(), &r.benchEnqueueResult); err != nil {
 			return r, fmt.Errorf("%s printed %q: %w", name, p.output(), err)
@@ -475,7 +482,7 @@ func (b *bench) runEnqueue(ctx context.Context) error {
 		if r.ListSeconds > 0 {
 			line += fmt.Sprintf(" [listing %.2f s]", r.ListSeconds)
 		}
-		b.logf("%s, peak RSS %s, peak heap %s", line, mib(r.rss), mib(int64(r.PeakHeap)))
+		b.logf("%s, peak RSS %s, peak heap %s; %s", line, mib(r.rss), mib(int64(r.PeakHeap)), cpuLine)
 		return r, rdb.FlushDB(ctx).Err()
 	}
 	small := 10000
