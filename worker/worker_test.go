@@ -124,6 +124,21 @@ func (b *testBundle) enqueue(t *testing.T, batch string, keys []string) {
 	require.NoError(t, err)
 }
 
+// enqueueRefused makes the emulator refuse the worker's (correct) key, then queues n
+// selfies in batch.
+func (b *testBundle) enqueueRefused(t *testing.T, batch string, n int) {
+	t.Helper()
+	wrong := "another-key"
+	require.NoError(t, b.emu.SetFaults(kairostest.Faults{AppKey: &wrong}))
+	var keys []string
+	for i := range n {
+		k := fmt.Sprintf("%s-%02d.jpg", batch, i)
+		b.put(t, k, kairostest.JPEG(400, 400, int64(i)))
+		keys = append(keys, k)
+	}
+	b.enqueue(t, batch, keys)
+}
+
 // waitComplete polls the batch summary until it is complete.
 func (b *testBundle) waitComplete(t *testing.T, batch string, timeout time.Duration) *results.BatchSummary {
 	t.Helper()
@@ -312,16 +327,7 @@ func TestRedeliveredTaskCountedOnce(t *testing.T) {
 func TestRefusedCredentialsPauseQueue(t *testing.T) {
 	b := setup(t, kairostest.Config{}, nil)
 	ctx := context.Background()
-	// Make the emulator refuse the worker's (correct) key.
-	wrong := "another-key"
-	require.NoError(t, b.emu.SetFaults(kairostest.Faults{AppKey: &wrong}))
-	var keys []string
-	for i := range 20 {
-		k := fmt.Sprintf("k-%02d.jpg", i)
-		b.put(t, k, kairostest.JPEG(400, 400, int64(i)))
-		keys = append(keys, k)
-	}
-	b.enqueue(t, "creds", keys)
+	b.enqueueRefused(t, "creds", 20)
 	require.Eventually(t, func() bool {
 		qi, err := b.inspect.GetQueueInfo(enqueue.DefaultQueue)
 		return err == nil && qi.Paused && strings.Contains(b.logs.String(), "refused the credentials")
@@ -370,15 +376,7 @@ func TestResumeDuringRefusalWins(t *testing.T) {
 			}
 		})
 	})
-	wrong := "another-key"
-	require.NoError(t, b.emu.SetFaults(kairostest.Faults{AppKey: &wrong}))
-	var keys []string
-	for i := range 20 {
-		k := fmt.Sprintf("r-%02d.jpg", i)
-		b.put(t, k, kairostest.JPEG(400, 400, int64(i)))
-		keys = append(keys, k)
-	}
-	b.enqueue(t, "race", keys)
+	b.enqueueRefused(t, "race", 20)
 	select {
 	case <-resumed:
 	case <-time.After(30 * time.Second):
