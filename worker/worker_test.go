@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,15 +355,16 @@ func TestRefusedCredentialsPauseQueue(t *testing.T) {
 // and before its pause. The resume wins: the queue is not left paused behind it.
 func TestResumeDuringRefusalWins(t *testing.T) {
 	ctx := context.Background()
-	var b *testBundle
+	var bundle atomic.Pointer[testBundle] // set once setup returns, read by the handlers
 	var once sync.Once
 	resumed := make(chan struct{})
-	b = setup(t, kairostest.Config{}, nil, func(w *worker.Worker) {
+	b := setup(t, kairostest.Config{}, nil, func(w *worker.Worker) {
 		worker.WrapPause(w, func(pause func(context.Context, string) error) func(context.Context, string) error {
 			return func(ctx context.Context, reason string) error {
 				// The first refusal to get this far is overtaken by the operator's fix and
 				// `livenessq resume` (clear the budget's pause, unpause the queue).
 				once.Do(func() {
+					b := bundle.Load()
 					if err := b.emu.SetFaults(kairostest.Faults{}); err != nil {
 						t.Error(err)
 					}
@@ -376,6 +378,7 @@ func TestResumeDuringRefusalWins(t *testing.T) {
 			}
 		})
 	})
+	bundle.Store(b)
 	b.enqueueRefused(t, "race", 20)
 	select {
 	case <-resumed:
