@@ -226,7 +226,10 @@ func (w *Worker) call(ctx context.Context, tk *task, s kairos.Selfie) (*kairos.R
 		tk.rec.Kairos = &results.Kairos{RequestID: requestID}
 		return nil, nil
 	case errors.Is(err, kairos.ErrUsageLimit):
-		log.Warn().Msg("API usage limit reached (403); the shared cooldown holds every worker")
+		// admitted_at (Redis's clock) tells a call let through before the cooldown opened,
+		// and answered 403 only because it arrived after, from one let through later.
+		log.Warn().Str("admitted_at", lease.AdmittedAt().UTC().Format(time.RFC3339Nano)).
+			Msg("API usage limit reached (403); the shared cooldown holds every worker")
 		return nil, &notFailure{err: fmt.Errorf("%w: %w", ErrUsageLimited, err)}
 	case errors.Is(err, kairos.ErrUnauthorized):
 		w.pauseForCredentials(ctx, err, lease.AdmittedAt())

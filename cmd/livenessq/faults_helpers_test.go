@@ -126,6 +126,7 @@ func faultSecret(prefix string) string {
 type faultCall struct {
 	start, end time.Time
 	status     int
+	requestID  string // the emulator's X-Request-Id
 }
 
 // faultEmulator is the Kairos emulator served over real HTTP, recording when each API
@@ -149,7 +150,7 @@ func newFaultEmulator(t testing.TB, cfg kairostest.Config) *faultEmulator {
 		start := time.Now()
 		e.emu.ServeHTTP(rec, r)
 		e.mu.Lock()
-		e.log = append(e.log, faultCall{start: start, end: time.Now(), status: rec.status})
+		e.log = append(e.log, faultCall{start: start, end: time.Now(), status: rec.status, requestID: rec.Header().Get("X-Request-Id")})
 		e.mu.Unlock()
 	}))
 	t.Cleanup(e.srv.Close)
