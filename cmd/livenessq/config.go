@@ -224,8 +224,8 @@ type conns struct {
 // open connects to Redis (--redis), then opens the storage (--storage) and results
 // (--results) locations and the results store on them, in that order, so that the first
 // flag at fault is the one an error names. pipelined opens rdb's autopipeliners for the
-// worker's traffic and puts the results store on one (see autoPipelined). The caller closes what open returns; on an error
-// open has closed what it opened.
+// worker's traffic and puts the results store on one (see autoPipelined). The caller
+// closes what open returns; on an error open has closed what it opened.
 func (c *common) open(ctx context.Context, log zerolog.Logger, pipelined bool) (*conns, error) {
 	rdb, err := openRedis(ctx, c.redisURL)
 	if err != nil {

@@ -244,9 +244,6 @@ func faultFreePort(t testing.TB, bus bool) int {
 	}
 	faultPorts.Lock()
 	defer faultPorts.Unlock()
-	if faultPorts.given == nil {
-		faultPorts.given = map[int]bool{}
-	}
 	// A port handed out earlier in this process is not free, even while its server is
 	// down or not yet listening: the scenarios run in parallel.
 	free := func(p int) bool {
@@ -286,10 +283,10 @@ func faultFreePort(t testing.TB, bus bool) int {
 }
 
 // faultPorts are the ports faultFreePort has handed out in this process.
-var faultPorts struct {
+var faultPorts = struct {
 	sync.Mutex
 	given map[int]bool
-}
+}{given: map[int]bool{}}
 
 func (s *faultServerProc) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
